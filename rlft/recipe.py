@@ -1,0 +1,410 @@
+"""The recipe schema: typed, nested, frozen and strict; the only place defaults live.
+
+``load_recipe(path, overrides)`` reads YAML, applies dotted overrides
+(``stages.rl.trl.learning_rate=1e-6``), validates, and reports *every* problem at once as a
+``RecipeError`` naming the key path and the fix. ``check_recipe`` goes further (reward references,
+TRL's own config checks) and needs trl installed; ``rlft plan`` and ``rlft run`` call both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rlft.errors import RecipeError, RlftError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Strict):
+    """Where a stage's rows come from. A plain string is shorthand for ``{source: ...}``."""
+
+    source: str = Field(description="bundled:NAME, a .json/.jsonl/.csv/.parquet file, or a datasets hub id")
+    split: str | None = Field(None, description="split to read; default: train for training stages, test for eval")
+    columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> column in the source, e.g. {prompt: question}")
+    limit: int | None = Field(None, ge=1, description="use only the first N rows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"source": value} if isinstance(value, str) else value
+
+
+class LoraSpec(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = "all-linear"
+
+
+class PeftSpec(Strict):
+    lora: LoraSpec | None = None
+
+
+class RewardRef(Strict):
+    """One reward: ``name`` is a registered name, ``module:function`` or ``./file.py:function``."""
+
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrackingSpec(Strict):
+    project: str = "rlft"
+    entity: str | None = None
+    mode: Literal["offline", "online", "disabled"] | None = Field(
+        None, description="default: offline, or online when WANDB_MODE=online and a key is present"
+    )
+    tags: list[str] = Field(default_factory=list)
+
+
+class StageBase(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    init_from: str | None = Field(None, description="an earlier stage whose model this stage starts from; default: the recipe's model")
+    seed: int | None = Field(None, description="default: the recipe's seed")
+
+    produces_model: ClassVar[bool] = True
+    default_split: ClassVar[str] = "train"
+    required_columns: ClassVar[tuple[str, ...]] = ()
+
+
+class TrainStage(StageBase):
+    data: DataSpec
+    peft: PeftSpec | None = None
+    trl: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the TRL config class")
+
+    trl_config: ClassVar[str] = ""
+    # rlft's own choices where TRL's defaults do not suit a CPU-first, tracked pipeline.
+    trl_defaults: ClassVar[dict[str, Any]] = {
+        "logging_steps": 1,
+        "save_strategy": "no",  # the stage saves its final model itself
+        "activation_checkpointing": False,  # TRL turns it on; ~20% slower on CPU, turn on for memory
+        "disable_tqdm": True,  # rlft prints its own progress line
+        "dataloader_num_workers": 0,
+    }
+
+
+class SFTStage(TrainStage):
+    kind: Literal["sft"]
+    trl_config: ClassVar[str] = "SFTConfig"
+    required_columns: ClassVar[tuple[str, ...]] = ()
+
+
+class GRPOStage(TrainStage):
+    kind: Literal["grpo"]
+    rewards: list[RewardRef] = Field(min_length=1)
+    trl_config: ClassVar[str] = "GRPOConfig"
+    required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
+
+
+class EvalStage(StageBase):
+    kind: Literal["eval"]
+    init_from: str | None = Field(None, description="the model under test: a stage name; default: the last stage that made a model")
+    baseline: str | None = Field("base", description="compare against: 'base' (the recipe's model), a stage name, or null")
+    data: DataSpec
+    rewards: list[RewardRef] = Field(min_length=1)
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+    produces_model: ClassVar[bool] = False
+    default_split: ClassVar[str] = "test"
+    required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
+
+
+Stage = Annotated[SFTStage | GRPOStage | EvalStage, Field(discriminator="kind")]
+STAGE_KINDS = {"sft": SFTStage, "grpo": GRPOStage, "eval": EvalStage}
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    model: str = Field(description="bundled:smollm2-135m-instruct, a local folder, or a hub id")
+    seed: int = 42
+    output_dir: str = "runs"
+    trust_remote_code: bool = False
+    tracking: TrackingSpec = TrackingSpec()
+    stages: list[Stage] = Field(min_length=1)
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_names(cls, stages):
+        seen = set()
+        for s in stages:
+            if s.name in seen:
+                raise ValueError(f"two stages are named {s.name!r}; stage names must be unique")
+            seen.add(s.name)
+        return stages
+
+    def stage(self, name: str):
+        return next(s for s in self.stages if s.name == name)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-6`` as a string; learning rates are written that way, so read it as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise RlftError(f"recipe file {path} does not exist", fix="check the path; the bundled recipes are in recipes/")
+    try:
+        data = parse_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RlftError(f"YAML syntax error: {problem}", where=where, fix="fix the indentation or quoting on that line") from exc
+    except UnicodeDecodeError as exc:
+        raise RlftError(f"recipe file {path} is not UTF-8 text", fix="save it as UTF-8") from exc
+    if not isinstance(data, dict):
+        raise RlftError(f"recipe {path} must be a YAML mapping (name:, model:, stages:)", fix="see recipes/quickstart.yaml")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """Apply ``a.b.c=value`` overrides; ``stages.<name or index>`` addresses one stage."""
+    for item in overrides:
+        if "=" not in item:
+            raise RlftError(f"override {item!r} has no '='", fix="write overrides as key.path=value, e.g. stages.rl.trl.learning_rate=1e-6")
+        key, _, raw = item.partition("=")
+        value = parse_yaml(raw) if raw.strip() else None
+        parts = key.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                names = [s.get("name") for s in node if isinstance(s, dict)]
+                if part in names:
+                    idx = names.index(part)
+                elif part.isdigit() and int(part) < len(node):
+                    idx = int(part)
+                else:
+                    raise RlftError(
+                        f"override {key}: no stage named {part!r}",
+                        where=source,
+                        fix=f"{_did_you_mean(part, names)}stages are: {', '.join(map(str, names))}",
+                    )
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if part == "data" and isinstance(node.get(part), str):
+                        node[part] = {"source": node[part]}  # expand the shorthand to reach its keys
+                    node = node.setdefault(part, {})
+            else:
+                raise RlftError(f"override {key}: {'.'.join(parts[:i])} is not a mapping", where=source)
+    return data
+
+
+def _did_you_mean(word: str, options) -> str:
+    near = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"did you mean {near[0]!r}? " if near else ""
+
+
+def _path(loc: tuple, data: dict) -> str:
+    """Render a pydantic location as the dotted key path a user writes (stages by name)."""
+    out: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list):
+            item = node[part] if part < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            out.append(str(name) if name else str(part))
+            node = item
+        elif isinstance(node, dict) and part in node:
+            out.append(str(part))
+            node = node[part]
+        elif part in STAGE_KINDS or isinstance(part, int) or str(part).startswith("function-"):
+            continue  # discriminator tags and internal union branches are not keys the user wrote
+        else:
+            out.append(str(part))
+            node = None
+    return ".".join(out)
+
+
+def _model_at(loc: tuple, data: dict):
+    """The schema class whose field set applies at ``loc`` (for did-you-mean on unknown keys)."""
+    cls: Any = Recipe
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if cls is Stage and isinstance(node, dict):
+                cls = STAGE_KINDS.get(node.get("kind"))
+            continue
+        if part in STAGE_KINDS and (cls is None or part not in getattr(cls, "model_fields", {})):
+            cls = STAGE_KINDS[part]
+            continue
+        if cls is None or not hasattr(cls, "model_fields") or part not in cls.model_fields:
+            return cls
+        ann = cls.model_fields[part].annotation
+        node = node.get(part) if isinstance(node, dict) else None
+        cls = _unwrap(ann)
+    return cls
+
+
+def _unwrap(ann):
+    """Find the BaseModel class inside an annotation like ``list[X]`` or ``X | None``."""
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    for a in args:
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+        inner = _unwrap(a)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _problems_from(exc: ValidationError, data: dict) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = _path(loc, data)
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1], data)
+            allowed = list(parent.model_fields) if parent is not None and hasattr(parent, "model_fields") else []
+            hint = _did_you_mean(loc[-1], allowed)
+            problems.append((path, f"unknown key. {hint}allowed here: {', '.join(allowed)}"))
+        elif err["type"] == "missing":
+            problems.append((path, "required key is missing; add it"))
+        elif err["type"] == "union_tag_invalid":
+            problems.append((path, f"unknown stage kind {err['input'].get('kind')!r}; kinds: {', '.join(STAGE_KINDS)}"))
+        elif err["type"] == "union_tag_not_found":
+            problems.append((path, f"stage has no `kind:`; add one of: {', '.join(STAGE_KINDS)}"))
+        else:
+            problems.append((path, f"{err['msg']} (got {err.get('input')!r})"))
+    return problems
+
+
+def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    """Cross-key checks pydantic cannot express: chaining by name."""
+    problems = []
+    earlier: dict[str, Any] = {}
+    names = [s.name for s in recipe.stages]
+    for stage in recipe.stages:
+        refs = [("init_from", stage.init_from)]
+        if isinstance(stage, EvalStage) and stage.baseline not in (None, "base"):
+            refs.append(("baseline", stage.baseline))
+        for key, ref in refs:
+            if ref is None:
+                continue
+            if ref not in earlier:
+                why = "comes later; stages run in order" if ref in names else "is not a stage of this recipe"
+                problems.append(
+                    (
+                        f"stages.{stage.name}.{key}",
+                        f"{ref!r} {why}. {_did_you_mean(ref, earlier)}earlier stages: {', '.join(earlier) or '(none)'}",
+                    )
+                )
+            elif not earlier[ref].produces_model:
+                problems.append((f"stages.{stage.name}.{key}", f"stage {ref!r} ({earlier[ref].kind}) makes no model to start from"))
+        earlier[stage.name] = stage
+    return problems
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file; raise ``RecipeError`` with every problem."""
+    path = Path(path)
+    data = apply_overrides(_read_yaml(path), list(overrides or []), str(path))
+    return recipe_from_dict(data, str(path))
+
+
+def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(source, _problems_from(exc, data)) from None
+    problems = _semantic_problems(recipe)
+    if problems:
+        raise RecipeError(source, problems)
+    return recipe
+
+
+# --------------------------------------------------------------------------- deep checks (import trl)
+
+
+def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none", seed: int = 42):
+    """Build the real TRL config of a training stage: rlft defaults < recipe ``trl:`` < fixed keys."""
+    import torch
+    import trl
+
+    cls = getattr(trl, stage.trl_config)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in stage.trl if k not in fields]
+    if unknown:
+        raise RlftError(
+            "; ".join(f"unknown {cls.__name__} key {k!r}. {_did_you_mean(k, fields)}" for k in unknown).strip(),
+            where=f"stages.{stage.name}.trl",
+            fix=f"see the fields of trl.{cls.__name__}",
+        )
+    kwargs = dict(stage.trl_defaults)
+    if not torch.cuda.is_available():
+        kwargs.update(bf16=False, fp16=False, use_cpu=True)  # bf16 is 5-7x slower (and an error) on CPU
+    kwargs.update(seed=seed)
+    kwargs.update(stage.trl)
+    if "gradient_checkpointing" in stage.trl and "activation_checkpointing" not in stage.trl:
+        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")  # the old name, kept working
+    kwargs.update(output_dir=output_dir, report_to=report_to, run_name=None)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise RlftError(f"TRL rejects this config: {exc}", where=f"stages.{stage.name}.trl", fix="change the named key") from exc
+
+
+def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None) -> None:
+    """Resolve every reward reference and build every TRL config; raise all problems at once."""
+    from rlft.reward_refs import resolve_reward
+
+    base_dir = base_dir or Path(source).parent
+    problems: list[tuple[str, str]] = []
+    from rlft.models import resolve_model
+
+    try:
+        resolve_model(recipe.model, convert=False)
+    except RlftError as exc:
+        problems.append(("model", f"{exc.what}; {exc.fix}"))
+    for stage in recipe.stages:
+        for i, ref in enumerate(getattr(stage, "rewards", []) or []):
+            try:
+                resolve_reward(ref.name, weight=ref.weight, kwargs=ref.kwargs, base_dir=base_dir)
+            except RlftError as exc:
+                problems.append((f"stages.{stage.name}.rewards[{i}].name", exc.render().replace("\n  fix:", ";")))
+        if isinstance(stage, TrainStage):
+            try:
+                trl_config_for(stage, "/tmp/rlft-check", seed=stage.seed if stage.seed is not None else recipe.seed)
+            except RlftError as exc:
+                problems.append((exc.where or "", f"{exc.what}; {exc.fix}"))
+    if problems:
+        raise RecipeError(source, problems)

@@ -1,0 +1,171 @@
+"""Resolve the reward references of a recipe into checked, named, picklable reward callables.
+
+A reference is a registered name (``math_accuracy``), ``module:function`` (``rewards.format:TagFormat``)
+or ``file.py:function`` with an explicit colon (``./my_rewards.py:polite``, relative to the recipe).
+Resolution imports only what the reference names, and checks that the target has TRL's signature
+``(prompts, completions, **kwargs)`` before any model loads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlft.errors import RlftError
+
+CONTRACT = "fn(prompts, completions, **kwargs) -> list[float | None]"
+
+
+class Reward:
+    """A reward callable with a display name, its kwargs bound, and its outputs checked.
+
+    Picklable (holds the target, not a closure). Raises ``RlftError`` naming the reward and the
+    sample when the target returns the wrong number of values or a NaN/inf — never a silent zero.
+    """
+
+    def __init__(self, name: str, target, kwargs: dict | None = None):
+        self.__name__ = name
+        self.target = target
+        self.kwargs = dict(kwargs or {})
+
+    def __call__(self, prompts, completions, **columns) -> list[float | None]:
+        try:
+            values = self.target(prompts=prompts, completions=completions, **columns, **self.kwargs)  # TRL calls by keyword
+        except RlftError:
+            raise
+        except Exception as exc:
+            raise RlftError(
+                f"reward {self.__name__} raised {type(exc).__name__}: {exc}",
+                fix="fix the reward function; call it on a few samples by hand to reproduce",
+            ) from exc
+        values = list(values) if values is not None else []
+        if len(values) != len(completions):
+            raise RlftError(
+                f"reward {self.__name__} returned {len(values)} values for {len(completions)} completions",
+                fix="return one float (or None) per completion",
+            )
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+                raise RlftError(
+                    f"reward {self.__name__} gave {v!r} for sample {i} (completion {str(completions[i])[:80]!r})",
+                    fix="return a finite float, or None when the reward does not apply",
+                )
+        return [None if v is None else float(v) for v in values]
+
+
+@dataclass(frozen=True)
+class ResolvedReward:
+    reward: Reward
+    weight: float
+    required_columns: tuple[str, ...]
+    source: str  # where it is defined, for messages and `rlft rewards list`
+
+
+def _close(name: str, options) -> str:
+    near = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
+    return f"did you mean {', '.join(near)}? " if near else ""
+
+
+def _load_file(path_str: str, base_dir: Path):
+    path = Path(path_str).expanduser()
+    if not path.is_absolute():
+        path = (base_dir / path).resolve()
+    if not path.exists():
+        raise RlftError(f"reward file {path} does not exist", fix="give the path relative to the recipe file, e.g. ./my_rewards.py:fn")
+    mod_name = f"rlft_user_rewards_{abs(hash(str(path)))}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module  # so rewards defined there pickle
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[mod_name]
+        raise RlftError(f"importing reward file {path} failed: {type(exc).__name__}: {exc}", fix="fix the error in that file") from exc
+    return module
+
+
+def _lookup(ref: str, base_dir: Path):
+    """Return (object, source) for a reference string."""
+    import rewards
+
+    if ":" not in ref:
+        if ref not in rewards.REGISTRY and ref in rewards.BUILTINS:
+            importlib.import_module(rewards.BUILTINS[ref])
+        if ref in rewards.REGISTRY:
+            info = rewards.REGISTRY[ref]
+            return info.fn, info.module
+        names = sorted(set(rewards.BUILTINS) | set(rewards.REGISTRY))
+        raise RlftError(
+            f"unknown reward {ref!r}",
+            fix=f"{_close(ref, names)}registered rewards: {', '.join(names)}; or use module:function / ./file.py:function",
+        )
+    where, _, attr = ref.rpartition(":")
+    if where.endswith(".py"):
+        module = _load_file(where, base_dir)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as exc:
+            raise RlftError(
+                f"reward module {where!r} cannot be imported ({exc})", fix="check the module path, or use ./file.py:function for a file"
+            ) from exc
+    if not hasattr(module, attr):
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise RlftError(f"{where} has no reward {attr!r}", fix=f"{_close(attr, public)}callables there: {', '.join(public[:12])}")
+    return getattr(module, attr), where
+
+
+def _check_signature(obj, ref: str) -> tuple[str, ...]:
+    """Check TRL's contract; return the dataset columns the function requires."""
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return ()
+    params = list(sig.parameters.values())
+    names = [p.name for p in params]
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+    if "completions" not in names or not has_var_kw:
+        raise RlftError(
+            f"reward {ref} has signature {obj.__name__ if hasattr(obj, '__name__') else ''}{sig}, which does not fit TRL's contract",
+            fix=f"define it as {CONTRACT} (dataset columns arrive as keyword arguments)",
+        )
+    return tuple(
+        p.name
+        for p in params
+        if p.name not in ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric")
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.default is p.empty
+    )
+
+
+def resolve_reward(ref: str, *, weight: float = 1.0, kwargs: dict | None = None, base_dir: Path | None = None) -> ResolvedReward:
+    """Resolve one reference into a ``ResolvedReward`` (raises ``RlftError`` with a fix)."""
+    base_dir = base_dir or Path.cwd()
+    obj, source = _lookup(ref, base_dir)
+    kwargs = dict(kwargs or {})
+    if inspect.isclass(obj):
+        try:
+            obj = obj(**kwargs)
+        except TypeError as exc:
+            raise RlftError(f"reward {ref} does not accept kwargs {kwargs}: {exc}", fix="check the kwargs: of this reward") from exc
+        kwargs = {}
+    if not callable(obj):
+        raise RlftError(f"reward {ref} is not callable", fix=f"point at a function or callable class with {CONTRACT}")
+    required = _check_signature(obj, ref)
+    if kwargs:
+        unknown = [k for k in kwargs if k not in inspect.signature(obj).parameters]
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(obj).parameters.values()):
+            raise RlftError(f"reward {ref} takes no kwargs {unknown}", fix="remove them")
+        required = tuple(c for c in required if c not in kwargs)
+    display = ref.rsplit(":", 1)[-1] if ":" in ref else ref
+    return ResolvedReward(Reward(display, obj, kwargs), float(weight), required, source)

@@ -1,0 +1,173 @@
+"""Setup every stage shares: context, results, starting model, progress, saving, metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlft.errors import RlftError
+from rlft.recipe import Recipe
+
+
+@dataclass
+class StageResult:
+    """What a stage hands on: later stages refer to it by ``name`` (``init_from: sft``)."""
+
+    name: str
+    kind: str
+    status: str  # done | failed
+    model_path: str | None = None  # a from_pretrained folder, or None for stages that make no model
+    wandb_run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    output_dir: str | None = None
+    wall_s: float = 0.0
+    error: str | None = None
+
+    @classmethod
+    def read(cls, stage_dir: Path) -> StageResult:
+        data = json.loads((stage_dir / "manifest.json").read_text())
+        return cls(**{k: data["result"].get(k) for k in cls.__dataclass_fields__ if k in data["result"]})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's ``run`` needs besides its own config."""
+
+    recipe: Recipe
+    run_id: str
+    run_dir: Path
+    out_dir: Path  # the stage's temporary output folder; renamed on success
+    recipe_dir: Path  # relative data/reward paths resolve from here
+    results: dict[str, StageResult]  # earlier stages, by name
+    tracker: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)  # extra manifest entries (data fingerprint, ...)
+
+    def seed_for(self, stage) -> int:
+        return stage.seed if stage.seed is not None else self.recipe.seed
+
+    def model_ref(self, stage_name: str | None) -> str:
+        """The folder or reference to load for ``init_from`` (None = the recipe's base model)."""
+        from rlft.models import resolve_model
+
+        if stage_name is None or stage_name == "base":
+            return resolve_model(self.recipe.model)
+        result = self.results.get(stage_name)
+        if result is None or result.status != "done" or not result.model_path:
+            raise RlftError(
+                f"stage {stage_name!r} has no finished model in {self.run_dir}", fix="run the whole recipe, or that stage first"
+            )
+        return result.model_path
+
+
+def load_start_model(ctx: StageContext, stage):
+    """Load the tokenizer and causal LM a stage starts from."""
+    from rlft.models import load_causal_lm, load_tokenizer
+
+    ref = ctx.model_ref(stage.init_from)
+    ctx.notes["start_model"] = ref
+    tok = load_tokenizer(ref)
+    model = load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code)
+    return model, tok
+
+
+def lora_config(stage):
+    """A PEFT LoraConfig from the stage's ``peft.lora`` (None for full fine-tuning)."""
+    if stage.peft is None or stage.peft.lora is None:
+        return None
+    from peft import LoraConfig
+
+    lo = stage.peft.lora
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM")
+
+
+def count_parameters(model) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params/total": total, "params/trainable": trainable}
+
+
+def save_model(model, tokenizer, out_dir: Path) -> str:
+    """Save the trained model as plain safetensors (LoRA merged into the base) under ``out_dir/model``."""
+    target = out_dir / "model"
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return str(target)
+
+
+def final_train_metrics(log_history: list[dict], keys: list[str]) -> dict[str, float]:
+    """The last logged value of each key (and ``train/<key>``), skipping NaNs."""
+    out = {}
+    losses = [e["loss"] for e in log_history if isinstance(e.get("loss"), int | float)]
+    if losses:
+        out["train/first_loss"] = float(losses[0])
+    for key in keys:
+        for entry in reversed(log_history):
+            v = entry.get(key)
+            if isinstance(v, int | float) and not math.isnan(v):
+                out[f"train/{key}"] = float(v)
+                break
+    return out
+
+
+def use_rlft_progress(trainer, stage_name: str) -> None:
+    """Replace the Trainer's own printing with one rlft progress line per logged step."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(progress_callback(stage_name))
+
+
+def progress_callback(stage_name: str):
+    """A TrainerCallback printing one line per step: step/total, elapsed, ETA, headline metrics."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.t0 = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or self.t0 is None or "train_runtime" in logs:
+                return
+            done, total = state.global_step, max(state.max_steps, 1)
+            elapsed = time.time() - self.t0
+            eta = elapsed / done * (total - done) if done else float("nan")
+            shown = []
+            for key in ("loss", "reward", "mean_token_accuracy", "kl"):
+                if key in logs:
+                    shown.append(f"{key} {logs[key]:.4g}")
+            for key, v in logs.items():
+                if key.startswith("rewards/") and key.endswith("/mean"):
+                    shown.append(f"{key.split('/')[1]} {v:.3g}")
+            print(f"[{stage_name}] step {done}/{total} · {_fmt(elapsed)} elapsed · ETA {_fmt(eta)} · " + " · ".join(shown), flush=True)
+
+    return Progress()
+
+
+def _fmt(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--"
+    m, s = divmod(int(seconds), 60)
+    return f"{m:02d}:{s:02d}"
+
+
+def quiet_libraries() -> None:
+    """Silence per-tensor and per-map progress bars; rlft prints one progress line per step."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

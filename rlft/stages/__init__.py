@@ -1,0 +1,9 @@
+"""One module per stage kind, each exposing ``run(cfg, ctx) -> StageResult``."""
+
+import importlib
+
+MODULES = {"sft": "rlft.stages.sft", "grpo": "rlft.stages.grpo", "eval": "rlft.stages.eval"}
+
+
+def get(kind: str):
+    return importlib.import_module(MODULES[kind])

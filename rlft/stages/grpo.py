@@ -1,0 +1,67 @@
+"""On-policy RL by trial and error with TRL's GRPOTrainer and the recipe's reward functions.
+
+Each reward reference resolves to a named, checked callable; its weight becomes TRL's
+``reward_weights``. TRL logs ``rewards/<name>/mean`` and ``/std`` per step and the weighted
+``reward``; the stage's final metrics keep the last values of each.
+"""
+
+from __future__ import annotations
+
+from rlft.data import load_rows
+from rlft.errors import RlftError
+from rlft.recipe import GRPOStage, trl_config_for
+from rlft.reward_refs import resolve_reward
+from rlft.runtime import (
+    StageContext,
+    StageResult,
+    count_parameters,
+    final_train_metrics,
+    load_start_model,
+    lora_config,
+    save_model,
+    use_rlft_progress,
+)
+
+
+def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:
+    from trl import GRPOTrainer
+
+    train, fp, label = load_rows(
+        cfg.data, split=cfg.data.split or cfg.default_split, required=cfg.required_columns, base_dir=ctx.recipe_dir
+    )
+    ctx.notes["data"] = {"train": label, "rows": len(train), "fingerprint": fp}
+
+    rewards = [resolve_reward(r.name, weight=r.weight, kwargs=r.kwargs, base_dir=ctx.recipe_dir) for r in cfg.rewards]
+    for ref, resolved in zip(cfg.rewards, rewards, strict=True):
+        missing = [c for c in resolved.required_columns if c not in train.column_names]
+        if missing:
+            raise RlftError(
+                f"reward {ref.name} needs column(s) {missing}, which data {label} lacks",
+                where=f"stages.{cfg.name}.rewards",
+                fix=f"its columns are {train.column_names}; map one with `data.columns`",
+            )
+
+    model, tok = load_start_model(ctx, cfg)
+    args = trl_config_for(
+        cfg.model_copy(update={"trl": {"reward_weights": [r.weight for r in rewards], **cfg.trl}}),
+        str(ctx.out_dir / "trainer"),
+        report_to=ctx.tracker.report_to,
+        seed=ctx.seed_for(cfg),
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[r.reward for r in rewards],
+        args=args,
+        train_dataset=train,
+        processing_class=tok,
+        peft_config=lora_config(cfg),
+    )
+    use_rlft_progress(trainer, cfg.name)
+    params = count_parameters(trainer.model)
+    output = trainer.train()
+
+    keys = ["reward", "reward_std", "kl", "completions/mean_length"] + [f"rewards/{r.reward.__name__}/mean" for r in rewards]
+    metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
+    metrics.update(final_train_metrics(trainer.state.log_history, keys))
+    path = save_model(trainer.model, tok, ctx.out_dir)
+    return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

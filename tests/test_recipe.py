@@ -1,0 +1,163 @@
+"""Recipe schema: strictness, did-you-mean, key paths, all errors at once, overrides, bundled recipes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlft.errors import RecipeError, RlftError
+from rlft.recipe import check_recipe, load_recipe, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base_recipe() -> dict:
+    return {
+        "name": "t",
+        "model": "bundled:smollm2-135m-instruct",
+        "stages": [
+            {"name": "sft", "kind": "sft", "data": "bundled:arithmetic-sft", "trl": {"max_steps": 2}},
+            {"name": "rl", "kind": "grpo", "init_from": "sft", "data": "bundled:arithmetic", "rewards": [{"name": "math_accuracy"}]},
+        ],
+    }
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_unknown_key_names_path_and_suggests(tmp_path):
+    data = base_recipe()
+    data["stages"][1]["init_fron"] = "sft"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, data))
+    msg = str(e.value)
+    assert "stages.rl.init_fron" in msg
+    assert "did you mean 'init_from'" in msg
+
+
+def test_unknown_nested_key_in_lora(tmp_path):
+    data = base_recipe()
+    data["stages"][0]["peft"] = {"lora": {"rank": 8}}
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, data))
+    assert "stages.sft.peft.lora.rank" in str(e.value)
+    assert "allowed here: r, alpha" in str(e.value)
+
+
+def test_wrong_type_and_all_errors_at_once(tmp_path):
+    data = base_recipe()
+    data["seed"] = "forty-two"
+    data["stages"][0]["peft"] = {"lora": {"r": "big"}}
+    data["tracking"] = {"mode": "loud"}
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, data))
+    assert len(e.value.problems) == 3
+    paths = [p for p, _ in e.value.problems]
+    assert "seed" in paths and "stages.sft.peft.lora.r" in paths and "tracking.mode" in paths
+
+
+def test_init_from_missing_or_later_stage(tmp_path):
+    data = base_recipe()
+    data["stages"][1]["init_from"] = "sfx"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, data))
+    assert "stages.rl.init_from" in str(e.value) and "did you mean 'sft'" in str(e.value)
+
+    data = base_recipe()
+    data["stages"][0]["init_from"] = "rl"
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, data))
+    assert "comes later" in str(e.value)
+
+
+def test_duplicate_stage_names(tmp_path):
+    data = base_recipe()
+    data["stages"][1]["name"] = "sft"
+    data["stages"][1].pop("init_from")
+    with pytest.raises(RecipeError, match="two stages are named 'sft'"):
+        load_recipe(write(tmp_path, data))
+
+
+def test_unknown_reward_lists_close_matches(tmp_path):
+    data = base_recipe()
+    data["stages"][1]["rewards"] = [{"name": "math_acuracy"}]
+    path = write(tmp_path, data)
+    r = load_recipe(path)
+    with pytest.raises(RecipeError) as e:
+        check_recipe(r, str(path))
+    msg = str(e.value)
+    assert "stages.rl.rewards[0].name" in msg and "did you mean math_accuracy" in msg and "answer_format" in msg
+
+
+def test_unknown_trl_key_is_an_error(tmp_path):
+    data = base_recipe()
+    data["stages"][0]["trl"] = {"learning_rat": 1e-4}
+    path = write(tmp_path, data)
+    with pytest.raises(RecipeError) as e:
+        check_recipe(load_recipe(path), str(path))
+    assert "stages.sft.trl" in str(e.value) and "did you mean 'learning_rate'" in str(e.value)
+
+
+def test_trl_config_is_built_with_cpu_defaults(tmp_path):
+    from rlft.recipe import trl_config_for
+
+    r = recipe_from_dict(base_recipe())
+    cfg = trl_config_for(r.stage("rl"), str(tmp_path), seed=3)
+    assert type(cfg).__name__ == "GRPOConfig"
+    assert cfg.bf16 is False and cfg.activation_checkpointing is False and cfg.seed == 3
+    assert cfg.max_steps == -1  # the recipe's other stage is untouched
+    sft = trl_config_for(r.stage("sft"), str(tmp_path))
+    assert sft.max_steps == 2 and sft.logging_steps == 1
+
+
+def test_trl_rejection_surfaces_before_training(tmp_path):
+    data = base_recipe()
+    data["stages"][1]["trl"] = {"num_generations": 3, "per_device_train_batch_size": 4}
+    path = write(tmp_path, data)
+    with pytest.raises(RecipeError, match="stages.rl.trl"):
+        check_recipe(load_recipe(path), str(path))
+
+
+def test_overrides_by_stage_name(tmp_path):
+    path = write(tmp_path, base_recipe())
+    r = load_recipe(path, ["stages.rl.trl.learning_rate=1e-6", "seed=7", "stages.0.trl.max_steps=5"])
+    assert r.stage("rl").trl["learning_rate"] == 1e-6
+    assert r.seed == 7
+    assert r.stage("sft").trl["max_steps"] == 5
+    with pytest.raises(RlftError, match="no stage named 'rll'"):
+        load_recipe(path, ["stages.rll.trl.learning_rate=1"])
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nmodel: m\nstages:\n  - name: a\n   kind: sft\n")
+    with pytest.raises(RlftError) as e:
+        load_recipe(p)
+    assert "line 5" in str(e.value) and str(p) in str(e.value)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RlftError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_bundled_recipe_validates(recipe):
+    r = load_recipe(recipe)
+    check_recipe(r, str(recipe))
+    text = recipe.read_text()
+    for header in ("Purpose:", "Hardware:", "Command:", "Override:"):
+        assert header in text, f"{recipe.name} lacks its {header} header line"
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys; from rlft.cli import app; import rlft.recipe; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,112 @@
+"""Stages on a tiny model, in-process: SFT learns, GRPO runs with rewards and logs per-reward means."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from conftest import sum_rows, write_jsonl
+
+from rlft.recipe import recipe_from_dict
+from rlft.runtime import StageContext
+from rlft.tracking import NullRun
+
+
+def make_ctx(recipe, tmp_path: Path, stage: str) -> StageContext:
+    out = tmp_path / f".{stage}.partial"
+    out.mkdir(parents=True, exist_ok=True)
+    return StageContext(recipe=recipe, run_id="t", run_dir=tmp_path, out_dir=out, recipe_dir=tmp_path, results={}, tracker=NullRun())
+
+
+def load_weights(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_sft_lowers_loss_and_changes_weights(tiny_model, tmp_path):
+    from rlft.stages import sft
+
+    write_jsonl(tmp_path / "train.jsonl", sum_rows(16))
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "model": str(tiny_model),
+            "tracking": {"mode": "disabled"},
+            "stages": [
+                {
+                    "name": "sft",
+                    "kind": "sft",
+                    "data": "train.jsonl",
+                    "trl": {"max_steps": 12, "per_device_train_batch_size": 8, "learning_rate": 3e-3},
+                }
+            ],
+        }
+    )
+    ctx = make_ctx(recipe, tmp_path, "sft")
+    result = sft.run(recipe.stage("sft"), ctx)
+
+    before, after = load_weights(tiny_model), load_weights(result.model_path)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) == len(before), f"unchanged: {set(before) - set(changed)}"
+    assert result.metrics["train/steps"] == 12
+    assert result.metrics["train/loss"] < 0.8 * result.metrics["train/first_loss"], result.metrics
+    assert result.metrics["params/trainable"] == result.metrics["params/total"]  # full fine-tuning
+    assert ctx.notes["data"]["rows"] == 16
+
+
+def test_sft_lora_loss_falls(tiny_model, tmp_path):
+    from rlft.stages import sft
+
+    write_jsonl(tmp_path / "train.jsonl", sum_rows(16))
+    stage = {
+        "name": "sft",
+        "kind": "sft",
+        "data": "train.jsonl",
+        "peft": {"lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
+        "trl": {"max_steps": 10, "per_device_train_batch_size": 8, "learning_rate": 1e-2},
+    }
+    recipe = recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [stage]})
+    result = sft.run(recipe.stage("sft"), make_ctx(recipe, tmp_path, "sft"))
+    m = result.metrics
+    assert m["params/trainable"] < m["params/total"] / 2
+    assert m["train/loss"] < m["train/first_loss"], m
+    # LoRA is merged into plain weights: the targeted projections moved, the embeddings did not.
+    before, after = load_weights(tiny_model), load_weights(result.model_path)
+    assert before.keys() == after.keys()
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    assert not torch.equal(before["model.layers.0.self_attn.q_proj.weight"], after["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
+    from rlft.stages import grpo
+
+    write_jsonl(tmp_path / "prompts.jsonl", sum_rows(8, with_completion=False))
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "model": str(tiny_model),
+            "stages": [
+                {
+                    "name": "rl",
+                    "kind": "grpo",
+                    "data": "prompts.jsonl",
+                    "rewards": [{"name": "math_accuracy"}, {"name": "answer_format", "weight": 0.5}],
+                    "trl": {
+                        "max_steps": 2,
+                        "num_generations": 4,
+                        "per_device_train_batch_size": 8,
+                        "max_completion_length": 8,
+                        "learning_rate": 1e-3,
+                    },
+                }
+            ],
+        }
+    )
+    ctx = make_ctx(recipe, tmp_path, "rl")
+    result = grpo.run(recipe.stage("rl"), ctx)
+    m = result.metrics
+    assert m["train/steps"] == 2
+    for key in ("train/rewards/math_accuracy/mean", "train/rewards/answer_format/mean", "train/reward"):
+        assert key in m and 0.0 <= m[key] <= 1.5
+    assert load_weights(result.model_path).keys() == load_weights(tiny_model).keys()
