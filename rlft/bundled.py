@@ -37,10 +37,10 @@ def worked_solution(a: int, b: int) -> str:
     tens = a // 10 + b // 10 + carry
     total = a + b
     if carry:
-        steps = f"Ones: {a % 10}+{b % 10}={ones}, carry 1. Tens: {a // 10}+{b // 10}+1={tens}."
+        steps = f"Ones: {a % 10} + {b % 10} = {ones}, write {ones % 10} and carry 1. Tens: {a // 10} + {b // 10} + 1 = {tens}."
     else:
-        steps = f"Ones: {a % 10}+{b % 10}={ones}. Tens: {a // 10}+{b // 10}={tens}."
-    return f"{steps}\n<answer>{total}</answer>"
+        steps = f"Ones: {a % 10} + {b % 10} = {ones}. Tens: {a // 10} + {b // 10} = {tens}."
+    return f"{steps} So {a} + {b} = {total}.\n<answer>{total}</answer>"
 
 
 def _pairs() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

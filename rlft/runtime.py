@@ -165,9 +165,13 @@ def _fmt(seconds: float) -> str:
 
 def quiet_libraries() -> None:
     """Silence per-tensor and per-map progress bars; rlft prints one progress line per step."""
+    import warnings
+
     import datasets
     import transformers
 
+    # transformers 5 renamed gradient -> activation checkpointing; TRL still calls the old name.
+    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
     datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -89,12 +89,16 @@ def test_two_stage_pipeline_chains_and_tracks(tiny_model, tmp_path):
     assert len(files) == 2
     seen = {}
     for f in files:
-        run_record = next(r for r in read_wandb_records(f) if r.get("type") == "run")
-        body = json.dumps(run_record)
-        assert '"r1"' in body  # the group
-        job = "sft" if '"job_type": "sft"' in body or '"jobType": "sft"' in body else "grpo"
-        seen[job] = run_record
+        records = read_wandb_records(f)
+        run = next(r for r in records if r.get("type") == "run")["run"]
+        assert run["run_group"] == "r1" and run["project"] == "rlft-test"
+        stage = run["config"]["update"]["stage"]
+        assert run["display_name"] == f"r1.{stage['name']}" and run["job_type"] == stage["kind"]
+        assert run["config"]["update"]["recipe"]["name"] == "chain"  # the resolved recipe is logged
+        logged = {k for r in records if r.get("type") == "history" for k in r["history"]["item"]}
+        seen[run["job_type"]] = logged
     assert set(seen) == {"sft", "grpo"}
+    assert "train/loss" in seen["sft"] and "train/rewards/math_accuracy/mean" in seen["grpo"]
     assert {sft_manifest["wandb"]["run_id"], rl_manifest["wandb"]["run_id"]} == {f.stem.removeprefix("run-") for f in files}
 
     # Running again with the same run id reuses both finished stages.

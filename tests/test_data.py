@@ -1,0 +1,73 @@
+"""Bundled data sets and the data loader (local files, column mapping, clear errors)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from conftest import write_jsonl
+
+from rewards.math import math_accuracy
+from rlft import bundled
+from rlft.data import load_rows
+from rlft.errors import RlftError
+from rlft.recipe import DataSpec
+
+
+def _pair(row) -> frozenset:
+    import re
+
+    a, b = map(int, re.findall(r"\d+", row["prompt"][0]["content"])[:2])
+    return frozenset((a, b))
+
+
+def test_bundled_held_out_split_is_disjoint_and_stable():
+    train, test = bundled.arithmetic_rows("train"), bundled.arithmetic_rows("test")
+    assert len(test) == bundled.TEST_SIZE >= 50 and len(train) > 1000
+    assert not {_pair(r) for r in train} & {_pair(r) for r in test}
+    assert bundled.arithmetic_rows("test") == test  # deterministic
+
+
+def test_bundled_sft_solutions_are_correct():
+    rows = bundled.arithmetic_rows("train", with_solution=True)[:300]
+    scores = math_accuracy([r["prompt"] for r in rows], [r["completion"] for r in rows], answer=[r["answer"] for r in rows])
+    assert scores == [1.0] * len(rows)
+    assert all(bundled.INSTRUCTION in r["prompt"][0]["content"] for r in rows)
+
+
+def test_local_jsonl_and_csv_with_column_mapping(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", [{"question": "1+1?", "solution": "2"}, {"question": "2+2?", "solution": "4"}])
+    ds, fp, label = load_rows(
+        DataSpec(source="d.jsonl", columns={"prompt": "question", "answer": "solution"}),
+        split="train",
+        required=("prompt",),
+        base_dir=tmp_path,
+    )
+    assert ds.column_names == ["prompt", "answer"] and ds[0]["prompt"] == [{"role": "user", "content": "1+1?"}]
+    assert len(fp) == 16 and label.endswith("d.jsonl")
+
+    with open(tmp_path / "d.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([["prompt", "answer"], ["3+3?", "6"]])
+    ds, fp2, _ = load_rows(DataSpec(source=str(tmp_path / "d.csv")), split="train")
+    assert ds[0]["answer"] in ("6", 6) and fp2 != fp
+
+    import datasets
+
+    datasets.Dataset.from_list([{"prompt": "4+4?", "answer": "8"}]).to_parquet(str(tmp_path / "d.parquet"))
+    ds, _, _ = load_rows(DataSpec(source="d.parquet", limit=1), split="train", base_dir=tmp_path)
+    assert ds[0]["answer"] == "8"
+
+
+def test_data_errors_name_file_column_and_row(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", [{"question": "1+1?"}, {"question": ""}])
+    with pytest.raises(RlftError, match=r"(?s)d.jsonl has no column .q..*its columns are: question"):
+        load_rows(DataSpec(source="d.jsonl", columns={"prompt": "q"}), split="train", base_dir=tmp_path)
+    with pytest.raises(RlftError, match=r"has no column 'prompt' \(needed by this stage\)"):
+        load_rows(DataSpec(source="d.jsonl"), split="train", required=("prompt",), base_dir=tmp_path)
+    with pytest.raises(RlftError, match=r"row 1: empty 'prompt'"):
+        load_rows(DataSpec(source="d.jsonl", columns={"prompt": "question"}), split="train", base_dir=tmp_path)
+    with pytest.raises(RlftError, match="does not exist"):
+        load_rows(DataSpec(source="./nope.jsonl"), split="train", base_dir=tmp_path)
+    with pytest.raises(RlftError, match="unknown bundled data set 'arith'"):
+        load_rows(DataSpec(source="bundled:arith"), split="train")
