@@ -107,7 +107,7 @@ def final_train_metrics(log_history: list[dict], keys: list[str]) -> dict[str, f
     """The last logged value of each key (and ``train/<key>``), skipping NaNs."""
     out = {}
     losses = [e["loss"] for e in log_history if isinstance(e.get("loss"), int | float)]
-    if losses:
+    if losses and "loss" in keys:
         out["train/first_loss"] = float(losses[0])
     for key in keys:
         for entry in reversed(log_history):
