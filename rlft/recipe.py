@@ -9,7 +9,6 @@ TRL's own config checks) and needs trl installed; ``rlft plan`` and ``rlft run``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlft.errors import RecipeError, RlftError
+from rlft.recipe_errors import did_you_mean, problems_from
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
@@ -206,7 +206,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
                     raise RlftError(
                         f"override {key}: no stage named {part!r}",
                         where=source,
-                        fix=f"{_did_you_mean(part, names)}stages are: {', '.join(map(str, names))}",
+                        fix=f"{did_you_mean(part, names)}stages are: {', '.join(map(str, names))}",
                     )
                 if last:
                     node[idx] = value
@@ -222,90 +222,6 @@ def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
             else:
                 raise RlftError(f"override {key}: {'.'.join(parts[:i])} is not a mapping", where=source)
     return data
-
-
-def _did_you_mean(word: str, options) -> str:
-    near = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f"did you mean {near[0]!r}? " if near else ""
-
-
-def _path(loc: tuple, data: dict) -> str:
-    """Render a pydantic location as the dotted key path a user writes (stages by name)."""
-    out: list[str] = []
-    node: Any = data
-    for part in loc:
-        if isinstance(part, int) and isinstance(node, list):
-            item = node[part] if part < len(node) else None
-            name = item.get("name") if isinstance(item, dict) else None
-            out.append(str(name) if name else str(part))
-            node = item
-        elif isinstance(node, dict) and part in node:
-            out.append(str(part))
-            node = node[part]
-        elif part in STAGE_KINDS or isinstance(part, int) or str(part).startswith("function-"):
-            continue  # discriminator tags and internal union branches are not keys the user wrote
-        else:
-            out.append(str(part))
-            node = None
-    return ".".join(out)
-
-
-def _model_at(loc: tuple, data: dict):
-    """The schema class whose field set applies at ``loc`` (for did-you-mean on unknown keys)."""
-    cls: Any = Recipe
-    node: Any = data
-    for part in loc:
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            if cls is Stage and isinstance(node, dict):
-                cls = STAGE_KINDS.get(node.get("kind"))
-            continue
-        if part in STAGE_KINDS and (cls is None or part not in getattr(cls, "model_fields", {})):
-            cls = STAGE_KINDS[part]
-            continue
-        if cls is None or not hasattr(cls, "model_fields") or part not in cls.model_fields:
-            return cls
-        ann = cls.model_fields[part].annotation
-        node = node.get(part) if isinstance(node, dict) else None
-        cls = _unwrap(ann)
-    return cls
-
-
-def _unwrap(ann):
-    """Find the BaseModel class inside an annotation like ``list[X]`` or ``X | None``."""
-    import typing
-
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    args = [a for a in typing.get_args(ann) if a is not type(None)]
-    for a in args:
-        if isinstance(a, type) and issubclass(a, BaseModel):
-            return a
-        inner = _unwrap(a)
-        if inner is not None:
-            return inner
-    return None
-
-
-def _problems_from(exc: ValidationError, data: dict) -> list[tuple[str, str]]:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = _path(loc, data)
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1], data)
-            allowed = list(parent.model_fields) if parent is not None and hasattr(parent, "model_fields") else []
-            hint = _did_you_mean(loc[-1], allowed)
-            problems.append((path, f"unknown key. {hint}allowed here: {', '.join(allowed)}"))
-        elif err["type"] == "missing":
-            problems.append((path, "required key is missing; add it"))
-        elif err["type"] == "union_tag_invalid":
-            problems.append((path, f"unknown stage kind {err['input'].get('kind')!r}; kinds: {', '.join(STAGE_KINDS)}"))
-        elif err["type"] == "union_tag_not_found":
-            problems.append((path, f"stage has no `kind:`; add one of: {', '.join(STAGE_KINDS)}"))
-        else:
-            problems.append((path, f"{err['msg']} (got {err.get('input')!r})"))
-    return problems
 
 
 def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
@@ -325,7 +241,7 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
                 problems.append(
                     (
                         f"stages.{stage.name}.{key}",
-                        f"{ref!r} {why}. {_did_you_mean(ref, earlier)}earlier stages: {', '.join(earlier) or '(none)'}",
+                        f"{ref!r} {why}. {did_you_mean(ref, earlier)}earlier stages: {', '.join(earlier) or '(none)'}",
                     )
                 )
             elif not earlier[ref].produces_model:
@@ -345,7 +261,7 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(source, _problems_from(exc, data)) from None
+        raise RecipeError(source, problems_from(exc, data, Recipe, STAGE_KINDS)) from None
     problems = _semantic_problems(recipe)
     if problems:
         raise RecipeError(source, problems)
@@ -365,7 +281,7 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
     unknown = [k for k in stage.trl if k not in fields]
     if unknown:
         raise RlftError(
-            "; ".join(f"unknown {cls.__name__} key {k!r}. {_did_you_mean(k, fields)}" for k in unknown).strip(),
+            "; ".join(f"unknown {cls.__name__} key {k!r}. {did_you_mean(k, fields)}" for k in unknown).strip(),
             where=f"stages.{stage.name}.trl",
             fix=f"see the fields of trl.{cls.__name__}",
         )

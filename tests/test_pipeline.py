@@ -172,3 +172,14 @@ def test_cli_missing_mapped_column_leaves_no_stage_output(tmp_path, tiny_model):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [s["status"] for s in summary["stages"]] == ["failed", "not run"]
     assert "answer_text" in summary["stages"][0]["error"]
+
+
+def test_cli_plan_prints_stages(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    out = rlft("plan", str(root / "recipes" / "quickstart.yaml"), "stages.rl.trl.max_steps=2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "recipe is valid" in out.stdout
+    for name in ("sft", "rl", "eval", "math_accuracy"):
+        assert name in out.stdout
+    bad = rlft("plan", str(root / "recipes" / "quickstart.yaml"), "stages.rl.kind=ppo2", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown stage kind 'ppo2'" in bad.stderr
