@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ class Reward:
         for i, v in enumerate(values):
             if v is None:
                 continue
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
                 raise RlftError(
                     f"reward {self.__name__} gave {v!r} for sample {i} (completion {str(completions[i])[:80]!r})",
                     fix="return a finite float, or None when the reward does not apply",
