@@ -8,6 +8,7 @@ stage loads it with ``init_from: <this stage>``.
 from __future__ import annotations
 
 from rlft.data import load_rows
+from rlft.errors import RlftError
 from rlft.recipe import SFTStage, trl_config_for
 from rlft.runtime import (
     StageContext,
@@ -26,8 +27,6 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
 
     train, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, base_dir=ctx.recipe_dir)
     if "completion" not in train.column_names and "messages" not in train.column_names and "text" not in train.column_names:
-        from rlft.errors import RlftError
-
         raise RlftError(
             f"SFT data {label} needs prompt/completion, messages or text columns",
             fix=f"its columns are {train.column_names}; map them with `columns:`",
