@@ -24,6 +24,13 @@ BUILTINS: dict[str, str] = {
     "math_accuracy": "rewards.math",
     "answer_format": "rewards.format",
     "tag_format": "rewards.format",
+    "required_tags": "rewards.format",
+    "json_format": "rewards.format",
+    "regex_match": "rewards.format",
+    "length_target": "rewards.length",
+    "overlong_penalty": "rewards.length",
+    "repetition_penalty": "rewards.repetition",
+    "code_tests": "rewards.code",
 }
 
 
