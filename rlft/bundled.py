@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 
+from rlft import bundled_support
+
 INSTRUCTION = "Put the final answer in <answer></answer> tags."
 
 TEMPLATES = [
@@ -74,5 +76,7 @@ def arithmetic_rows(split: str, with_solution: bool = False) -> list[dict]:
 DATASETS = {
     "arithmetic": lambda split: arithmetic_rows(split, with_solution=False),
     "arithmetic-sft": lambda split: arithmetic_rows(split, with_solution=True),
+    "support-preference": bundled_support.preference_rows,
+    "support-sft": bundled_support.sft_rows,
 }
 SPLITS = ("train", "test")

@@ -58,7 +58,7 @@ def plan(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
         table.add_column(col)
     for i, s in enumerate(r.stages, 1):
         start = s.init_from or ("(last model)" if s.kind == "eval" else r.model)
-        rewards = ", ".join(f"{x.name}×{x.weight:g}" for x in getattr(s, "rewards", []) or [])
+        rewards = ", ".join(f"{x.label}×{x.weight:g}" for x in getattr(s, "rewards", []) or [])
         data = f"{s.data.source}[{s.data.split or s.default_split}]"
         table.add_row(str(i), s.name, s.kind, start, data, rewards)
     _console().print(table)
@@ -106,8 +106,14 @@ def print_summary(summary: dict, console) -> None:
     console.print(table)
     for s in summary["stages"]:
         m = s.get("metrics") or {}
+        if "eval/pairwise_accuracy" in m:
+            console.print(
+                f"reward model {s['name']}: held-out pairwise accuracy {_num(m.get('eval/pairwise_accuracy_before'))} (untrained head)"
+                f" -> {_num(m['eval/pairwise_accuracy'])} on {int(m.get('eval/n_pairs', 0))} pairs"
+            )
+            continue
         names = sorted({k.split("/", 1)[1] for k in m if k.startswith("eval/") and k not in ("eval/n", "eval/mean_length")})
-        if not names:
+        if s["kind"] != "eval" or not names:
             continue
         held = Table(title=f"held-out score ({s['name']}, {int(m.get('eval/n', 0))} prompts)")
         for col in ("reward", "base model", "final model", "change"):
@@ -135,6 +141,99 @@ def summary(run_dir: Annotated[Path, typer.Argument(help="a run folder, e.g. run
         print(f"error: {path} does not exist\n  fix: pass a folder made by `rlft run`", file=sys.stderr)
         raise typer.Exit(2)
     print_summary(json.loads(path.read_text()), _console())
+
+
+rewards_app = typer.Typer(help="Inspect and try reward functions before spending compute.", no_args_is_help=True)
+app.add_typer(rewards_app, name="rewards")
+
+
+@rewards_app.command("list")
+def rewards_list() -> None:
+    """List the built-in and registered rewards: name, kind, description, where defined."""
+    import importlib
+
+    from rich.table import Table
+
+    import rewards
+
+    for module in sorted(set(rewards.BUILTINS.values())):
+        importlib.import_module(module)
+    table = Table(title="rewards (use in a recipe as `- name: <name>`; also module:function or ./file.py:function)")
+    for col in ("name", "kind", "description", "defined in"):
+        table.add_column(col)
+    for name, info in sorted(rewards.REGISTRY.items()):
+        kind = "class (takes kwargs)" if isinstance(info.fn, type) else "function"
+        table.add_row(name, kind, info.description, info.module)
+    _console().print(table)
+    print("also: `- model: <reward_model stage | folder | hub id>` and `- ensemble: [...]` with reduce: mean | min | mean_minus_std")
+
+
+@rewards_app.command("test")
+def rewards_test(
+    ref: Annotated[str, typer.Argument(help="a reward: registered name, module:function or ./file.py:function")],
+    data: Annotated[Path | None, typer.Option(help="a .jsonl/.json/.csv/.parquet file of rows (prompt, completion, other columns)")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeat, paired with --completion)")] = None,
+    completion: Annotated[list[str] | None, typer.Option(help="a completion (repeat)")] = None,
+    column: Annotated[list[str] | None, typer.Option(help="a dataset column for every sample, KEY=VALUE (e.g. answer=42)")] = None,
+    kwargs: Annotated[str | None, typer.Option(help='the reward\'s kwargs as JSON, e.g. \'{"tag": "answer"}\'')] = None,
+    limit: Annotated[int, typer.Option(help="rows to score from --data")] = 20,
+) -> None:
+    """Score samples with one reward and print a table; exit 1 when the reward is broken."""
+    from rich.table import Table
+
+    from rlft.errors import RlftError
+    from rlft.reward_refs import resolve_reward
+
+    try:
+        resolved = resolve_reward(ref, kwargs=json.loads(kwargs) if kwargs else None, base_dir=Path.cwd())
+        prompts, completions, columns = _samples(data, prompt, completion, column, limit)
+        missing = [c for c in resolved.required_columns if c not in columns]
+        if missing:
+            raise RlftError(f"reward {ref} needs column(s) {missing}", fix=f"pass --column {missing[0]}=VALUE or a --data file with that column")
+        scores = resolved.reward(prompts, completions, **columns)
+    except (RlftError, ValueError) as exc:
+        print(f"error: {exc.render() if isinstance(exc, RlftError) else exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    table = Table(title=f"{ref} on {len(completions)} sample(s)")
+    for col in ("#", "prompt", "completion", "score"):
+        table.add_column(col)
+    for i, (p, c, v) in enumerate(zip(prompts, completions, scores, strict=True)):
+        table.add_row(str(i), _short(p), _short(c), "None" if v is None else f"{v:.4g}")
+    _console().print(table)
+
+
+def _short(value, width: int = 60) -> str:
+    from rewards import text
+
+    t = text(value) if not isinstance(value, str) else value
+    t = t.replace("\n", "⏎")
+    return t if len(t) <= width else t[: width - 1] + "…"
+
+
+def _samples(data, prompt, completion, column, limit):
+    from rlft.errors import RlftError
+
+    columns: dict[str, list] = {}
+    if data is not None:
+        from rlft.data import load_rows
+        from rlft.recipe import DataSpec
+
+        rows, _, _ = load_rows(DataSpec(source=str(data), limit=limit), split="train", required=("prompt", "completion"))
+        prompts, completions = list(rows["prompt"]), list(rows["completion"])
+        columns = {c: list(rows[c]) for c in rows.column_names if c not in ("prompt", "completion")}
+    else:
+        completions = list(completion or [])
+        if not completions:
+            raise RlftError("no samples to score", fix="pass --completion TEXT (and --prompt TEXT), or --data FILE")
+        prompts = list(prompt or [""] * len(completions))
+        if len(prompts) != len(completions):
+            raise RlftError(f"{len(prompts)} --prompt for {len(completions)} --completion", fix="give one --prompt per --completion, or none")
+    for item in column or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RlftError(f"--column {item!r} has no '='", fix="write --column KEY=VALUE")
+        columns[key] = [value] * len(completions)
+    return prompts, completions, columns
 
 
 @app.command("prepare-model")

@@ -53,11 +53,39 @@ class PeftSpec(Strict):
 
 
 class RewardRef(Strict):
-    """One reward: ``name`` is a registered name, ``module:function`` or ``./file.py:function``."""
+    """One reward, exactly one of three kinds.
 
-    name: str
+    - ``name``: a registered name, ``module:function`` or ``./file.py:function`` (``kwargs`` go to it);
+    - ``model``: a reward model — an earlier ``reward_model`` stage's name, a local folder or a hub id;
+    - ``ensemble``: several rewards combined per sample by ``reduce`` (``mean``, ``min`` or
+      ``mean_minus_std`` = mean - k * std, the classic guard against one exploited reward model).
+    """
+
+    name: str | None = None
+    model: str | None = None
+    ensemble: list[RewardRef] | None = Field(None, min_length=2)
     weight: float = 1.0
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="for name: arguments of the reward")
+    reduce: Literal["mean", "min", "mean_minus_std"] = "mean"
+    k: float = Field(1.0, ge=0.0, description="for reduce: mean_minus_std")
+    normalize: bool = Field(False, description="for model: standardise scores by the first batch's mean and std")
+    batch_size: int = Field(8, ge=1, description="for model: completions scored per forward pass")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("name", "model", "ensemble") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"a reward needs exactly one of name:, model:, ensemble: (got {', '.join(kinds) or 'none'})")
+        return self
+
+    @property
+    def label(self) -> str:
+        """A short display name, used for metric names (``rewards/<label>/mean``)."""
+        if self.name is not None:
+            return self.name.rsplit(":", 1)[-1]
+        if self.model is not None:
+            return self.model.rstrip("/").rsplit("/", 1)[-1]
+        return f"{self.reduce}(" + ",".join(m.label for m in self.ensemble) + ")"
 
 
 class TrackingSpec(Strict):
@@ -108,6 +136,18 @@ class GRPOStage(TrainStage):
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
 
+class RewardModelStage(TrainStage):
+    """Train a one-output sequence-classification head on preference pairs (Bradley-Terry)."""
+
+    kind: Literal["reward_model"]
+    eval_data: DataSpec | None = Field(
+        None, description="held-out pairs; default: the same source's test split, or eval_fraction of a local file"
+    )
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of rows held out when the source has no test split")
+    trl_config: ClassVar[str] = "RewardConfig"
+    required_columns: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
+
+
 class EvalStage(StageBase):
     kind: Literal["eval"]
     init_from: str | None = Field(None, description="the model under test: a stage name; default: the last stage that made a model")
@@ -122,8 +162,8 @@ class EvalStage(StageBase):
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
 
-Stage = Annotated[SFTStage | GRPOStage | EvalStage, Field(discriminator="kind")]
-STAGE_KINDS = {"sft": SFTStage, "grpo": GRPOStage, "eval": EvalStage}
+Stage = Annotated[SFTStage | RewardModelStage | GRPOStage | EvalStage, Field(discriminator="kind")]
+STAGE_KINDS = {"sft": SFTStage, "reward_model": RewardModelStage, "grpo": GRPOStage, "eval": EvalStage}
 
 
 class Recipe(Strict):
@@ -246,8 +286,20 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
                 )
             elif not earlier[ref].produces_model:
                 problems.append((f"stages.{stage.name}.{key}", f"stage {ref!r} ({earlier[ref].kind}) makes no model to start from"))
+        for i, ref in enumerate(getattr(stage, "rewards", None) or []):
+            for model_ref in _model_refs(ref):
+                if model_ref in names and not (model_ref in earlier and earlier[model_ref].kind == "reward_model"):
+                    problems.append(
+                        (f"stages.{stage.name}.rewards[{i}]", f"model: {model_ref!r} must name an earlier reward_model stage")
+                    )
         earlier[stage.name] = stage
     return problems
+
+
+def _model_refs(ref: RewardRef) -> list[str]:
+    if ref.model is not None:
+        return [ref.model]
+    return [m for member in ref.ensemble or [] for m in _model_refs(member)]
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
@@ -301,7 +353,7 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
 
 def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None) -> None:
     """Resolve every reward reference and build every TRL config; raise all problems at once."""
-    from rlft.reward_refs import resolve_reward
+    from rlft.reward_refs import resolve_ref
 
     base_dir = base_dir or Path(source).parent
     problems: list[tuple[str, str]] = []
@@ -311,12 +363,16 @@ def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None) -> N
         resolve_model(recipe.model, convert=False)
     except RlftError as exc:
         problems.append(("model", f"{exc.what}; {exc.fix}"))
+    stage_models: dict[str, str | None] = {}
     for stage in recipe.stages:
         for i, ref in enumerate(getattr(stage, "rewards", []) or []):
             try:
-                resolve_reward(ref.name, weight=ref.weight, kwargs=ref.kwargs, base_dir=base_dir)
+                resolve_ref(ref, base_dir=base_dir, stage_models=stage_models)
             except RlftError as exc:
-                problems.append((f"stages.{stage.name}.rewards[{i}].name", exc.render().replace("\n  fix:", ";")))
+                key = "name" if ref.name is not None else "model" if ref.model is not None else "ensemble"
+                problems.append((f"stages.{stage.name}.rewards[{i}].{key}", exc.render().replace("\n  fix:", ";")))
+        if stage.kind == "reward_model":
+            stage_models[stage.name] = None
         if isinstance(stage, TrainStage):
             try:
                 trl_config_for(stage, "/tmp/rlft-check", seed=stage.seed if stage.seed is not None else recipe.seed)

@@ -170,3 +170,43 @@ def resolve_reward(ref: str, *, weight: float = 1.0, kwargs: dict | None = None,
         required = tuple(c for c in required if c not in kwargs)
     display = ref.rsplit(":", 1)[-1] if ":" in ref else ref
     return ResolvedReward(Reward(display, obj, kwargs), float(weight), required, source)
+
+
+def _reward_model_path(ref: str, base_dir: Path, stage_models: dict[str, str | None]) -> str:
+    """A ``model:`` reference: an earlier reward_model stage, a local folder, or a hub id."""
+    if ref in stage_models:
+        return stage_models[ref] or f"<output of stage {ref}>"  # None while only checking a recipe
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = base_dir / path
+    if ref.startswith((".", "/", "~")) or path.exists():
+        if not (path / "config.json").exists():
+            raise RlftError(
+                f"reward model {ref} is not a folder with config.json",
+                fix=f"name an earlier reward_model stage ({', '.join(stage_models) or 'none in this recipe'}), a saved model folder, or a hub id",
+            )
+        return str(path)
+    return ref  # a hub id; loading it needs the network or the local hub cache
+
+
+def resolve_ref(ref, *, base_dir: Path | None = None, stage_models: dict[str, str | None] | None = None) -> ResolvedReward:
+    """Resolve a recipe ``RewardRef`` (``name``, ``model`` or ``ensemble``) into a checked reward.
+
+    ``stage_models`` maps earlier reward_model stages to their saved folders (None while only checking).
+    """
+    base_dir = base_dir or Path.cwd()
+    stage_models = stage_models or {}
+    if ref.name is not None:
+        return resolve_reward(ref.name, weight=ref.weight, kwargs=ref.kwargs, base_dir=base_dir)
+    if ref.model is not None:
+        from rewards.model import RewardModelScorer
+
+        path = _reward_model_path(ref.model, base_dir, stage_models)
+        scorer = RewardModelScorer(path, batch_size=ref.batch_size, normalize=ref.normalize, name=ref.label)
+        return ResolvedReward(Reward(ref.label, scorer), float(ref.weight), (), f"reward model {path}")
+    from rewards.ensemble import Ensemble
+
+    members = [resolve_ref(m, base_dir=base_dir, stage_models=stage_models) for m in ref.ensemble]
+    ensemble = Ensemble([m.reward for m in members], [m.weight for m in members], reduce=ref.reduce, k=ref.k, name=ref.label)
+    required = tuple(dict.fromkeys(c for m in members for c in m.required_columns))
+    return ResolvedReward(Reward(ref.label, ensemble), float(ref.weight), required, "ensemble of " + ", ".join(m.source for m in members))

@@ -52,6 +52,15 @@ class StageContext:
     def seed_for(self, stage) -> int:
         return stage.seed if stage.seed is not None else self.recipe.seed
 
+    def reward_models(self) -> dict[str, str | None]:
+        """Earlier reward_model stages by name, with their saved folders (for ``model:`` rewards)."""
+        return {name: r.model_path for name, r in self.results.items() if r.kind == "reward_model"}
+
+    def resolve_rewards(self, refs) -> list:
+        from rlft.reward_refs import resolve_ref
+
+        return [resolve_ref(r, base_dir=self.recipe_dir, stage_models=self.reward_models()) for r in refs]
+
     def model_ref(self, stage_name: str | None) -> str:
         """The folder or reference to load for ``init_from`` (None = the recipe's base model)."""
         from rlft.models import resolve_model
@@ -77,14 +86,14 @@ def load_start_model(ctx: StageContext, stage):
     return model, tok
 
 
-def lora_config(stage):
+def lora_config(stage, task_type: str = "CAUSAL_LM"):
     """A PEFT LoraConfig from the stage's ``peft.lora`` (None for full fine-tuning)."""
     if stage.peft is None or stage.peft.lora is None:
         return None
     from peft import LoraConfig
 
     lo = stage.peft.lora
-    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type=task_type)
 
 
 def count_parameters(model) -> dict[str, int]:

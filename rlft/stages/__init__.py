@@ -2,7 +2,12 @@
 
 import importlib
 
-MODULES = {"sft": "rlft.stages.sft", "grpo": "rlft.stages.grpo", "eval": "rlft.stages.eval"}
+MODULES = {
+    "sft": "rlft.stages.sft",
+    "reward_model": "rlft.stages.reward_model",
+    "grpo": "rlft.stages.grpo",
+    "eval": "rlft.stages.eval",
+}
 
 
 def get(kind: str):

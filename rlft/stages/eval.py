@@ -15,7 +15,6 @@ from rlft.data import load_rows
 from rlft.errors import RlftError
 from rlft.generation import generate_greedy
 from rlft.recipe import EvalStage
-from rlft.reward_refs import resolve_reward
 from rlft.runtime import StageContext, StageResult
 
 
@@ -49,7 +48,7 @@ def _means(scores: dict[str, list]) -> dict[str, float]:
 def run(cfg: EvalStage, ctx: StageContext) -> StageResult:
     rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, required=cfg.required_columns, base_dir=ctx.recipe_dir)
     ctx.notes["data"] = {"eval": label, "rows": len(rows), "fingerprint": fp}
-    rewards = [resolve_reward(r.name, weight=r.weight, kwargs=r.kwargs, base_dir=ctx.recipe_dir) for r in cfg.rewards]
+    rewards = ctx.resolve_rewards(cfg.rewards)
     for r in rewards:
         missing = [c for c in r.required_columns if c not in rows.column_names]
         if missing:

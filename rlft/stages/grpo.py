@@ -10,7 +10,6 @@ from __future__ import annotations
 from rlft.data import load_rows
 from rlft.errors import RlftError
 from rlft.recipe import GRPOStage, trl_config_for
-from rlft.reward_refs import resolve_reward
 from rlft.runtime import (
     StageContext,
     StageResult,
@@ -31,12 +30,12 @@ def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:
     )
     ctx.notes["data"] = {"train": label, "rows": len(train), "fingerprint": fp}
 
-    rewards = [resolve_reward(r.name, weight=r.weight, kwargs=r.kwargs, base_dir=ctx.recipe_dir) for r in cfg.rewards]
+    rewards = ctx.resolve_rewards(cfg.rewards)
     for ref, resolved in zip(cfg.rewards, rewards, strict=True):
         missing = [c for c in resolved.required_columns if c not in train.column_names]
         if missing:
             raise RlftError(
-                f"reward {ref.name} needs column(s) {missing}, which data {label} lacks",
+                f"reward {ref.label} needs column(s) {missing}, which data {label} lacks",
                 where=f"stages.{cfg.name}.rewards",
                 fix=f"its columns are {train.column_names}; map one with `data.columns`",
             )

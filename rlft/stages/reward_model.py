@@ -1,0 +1,80 @@
+"""Reward-model training with TRL's RewardTrainer: a one-output regression head (Bradley-Terry).
+
+Trains on preference pairs (any shape the data layer normalises: explicit prompt/chosen/rejected,
+conversational chosen/rejected lists, HH-RLHF single texts), full or LoRA, from the base model or
+an earlier stage. Reports held-out pairwise accuracy (chosen scored above rejected) before and
+after training. The saved model is a plain sequence-classification checkpoint that any later stage
+uses as ``rewards: [{model: <this stage>}]``.
+"""
+
+from __future__ import annotations
+
+from rlft.data import load_rows
+from rlft.recipe import RewardModelStage, trl_config_for
+from rlft.runtime import (
+    StageContext,
+    StageResult,
+    count_parameters,
+    final_train_metrics,
+    lora_config,
+    save_model,
+    use_rlft_progress,
+)
+
+
+def _held_out(cfg: RewardModelStage, ctx: StageContext, train, label):
+    """The held-out pairs: eval_data, else the source's test split, else a seeded slice of train."""
+    if cfg.eval_data is not None:
+        rows, _, test_label = load_rows(cfg.eval_data, split=cfg.eval_data.split or "test", kind="preference", base_dir=ctx.recipe_dir)
+        return train, rows, test_label
+    if cfg.data.source.startswith("bundled:"):
+        spec = cfg.data.model_copy(update={"limit": None})
+        rows, _, test_label = load_rows(spec, split="test", kind="preference", base_dir=ctx.recipe_dir)
+        return train, rows, test_label
+    parts = train.train_test_split(test_size=cfg.eval_fraction, seed=ctx.seed_for(cfg))
+    return parts["train"], parts["test"], f"{label} (held-out {cfg.eval_fraction:.0%})"
+
+
+def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rlft.models import load_tokenizer
+
+    ref = ctx.model_ref(cfg.init_from)
+    ctx.notes["start_model"] = ref
+    tok = load_tokenizer(ref)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        ref, num_labels=1, dtype=torch.float32, trust_remote_code=ctx.recipe.trust_remote_code
+    )
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
+    from trl import RewardTrainer
+
+    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, kind="preference", base_dir=ctx.recipe_dir)
+    train, test, test_label = _held_out(cfg, ctx, rows, label)
+    ctx.notes["data"] = {"train": label, "rows": len(train), "held_out": test_label, "held_out_rows": len(test), "fingerprint": fp}
+
+    model, tok = _load_classifier(ctx, cfg)
+    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, "SEQ_CLS")
+    )
+    use_rlft_progress(trainer, cfg.name)
+    params = count_parameters(trainer.model)
+    before = trainer.evaluate()  # TRL adds eval_accuracy (chosen scored above rejected) in its log hook
+    output = trainer.train()
+    after = trainer.evaluate()
+
+    metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
+    metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "accuracy", "margin"]))
+    metrics["eval/pairwise_accuracy"] = after["eval_accuracy"]
+    metrics["eval/pairwise_accuracy_before"] = before["eval_accuracy"]
+    metrics["eval/margin"] = after.get("eval_margin", float("nan"))
+    metrics["eval/n_pairs"] = len(test)
+    ctx.tracker.summary_update(metrics)
+    path = save_model(trainer.model, tok, ctx.out_dir)
+    return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

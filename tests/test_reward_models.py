@@ -1,0 +1,143 @@
+"""Reward models and ensembles: the reward_model stage, the scorer, reduce rules, recipe references."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import yaml
+from conftest import sum_rows, write_jsonl
+from test_stages import make_ctx
+
+from rewards.ensemble import Ensemble
+from rlft.errors import RecipeError
+from rlft.recipe import check_recipe, load_recipe, recipe_from_dict
+
+
+def separable_pairs(n: int) -> list[dict]:
+    """A trivially separable preference set: chosen answers say 'yes', rejected ones 'no'."""
+    return [{"prompt": f"q{i % 7}?", "chosen": "yes " * (1 + i % 3), "rejected": "no " * (1 + (i + 1) % 3)} for i in range(n)]
+
+
+def test_reward_model_stage_learns_a_separable_set(tiny_model, tmp_path):
+    from rewards.model import RewardModelScorer
+    from rlft.stages import reward_model
+
+    write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(48))
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "model": str(tiny_model),
+            "stages": [
+                {
+                    "name": "rm",
+                    "kind": "reward_model",
+                    "data": "pairs.jsonl",
+                    "eval_fraction": 0.25,
+                    "trl": {"max_steps": 20, "per_device_train_batch_size": 8, "learning_rate": 1e-2},
+                }
+            ],
+        }
+    )
+    ctx = make_ctx(recipe, tmp_path, "rm")
+    result = reward_model.run(recipe.stage("rm"), ctx)
+    m = result.metrics
+    assert m["eval/n_pairs"] == 12
+    # A random head ranks a perfectly separable set all-right or all-wrong by chance, so the proof of
+    # learning is the falling loss, and the held-out accuracy it ends with.
+    assert m["train/loss"] < 0.5 * m["train/first_loss"], m
+    assert m["eval/pairwise_accuracy"] >= 0.9, m
+
+    # The saved model is usable as a reward: chosen-style answers outscore rejected-style ones.
+    scorer = RewardModelScorer(result.model_path, batch_size=3)
+    prompts = [[{"role": "user", "content": "q1?"}]] * 4
+    completions = [[{"role": "assistant", "content": t}] for t in ("yes yes ", "no no ", "yes ", "no ")]
+    scores = scorer(prompts, completions)
+    assert scores[0] > scores[1] and scores[2] > scores[3]
+    # batching does not change scores; pickling drops the loaded weights but keeps the reference
+    assert RewardModelScorer(result.model_path, batch_size=1)(prompts, completions) == pytest.approx(scores, abs=1e-4)
+    clone = pickle.loads(pickle.dumps(scorer))
+    assert clone._model is None and clone(prompts, completions) == pytest.approx(scores, abs=1e-4)
+
+    normalised = RewardModelScorer(result.model_path, normalize=True)
+    first = normalised(prompts, completions)
+    assert sum(first) == pytest.approx(0.0, abs=1e-4)
+    assert normalised(prompts[:1], completions[:1]) == pytest.approx(first[:1], abs=1e-4)  # stats frozen after batch one
+
+
+def _const(value):
+    return lambda prompts, completions, **kw: [value(i) for i in range(len(completions))]
+
+
+def test_ensemble_reducers():
+    a = _const(lambda i: [1.0, 0.0, None][i])
+    b = _const(lambda i: [0.0, 0.0, None][i])
+    c = _const(lambda i: [0.5, 1.0, 2.0][i])
+    args = (["p"] * 3, ["x", "y", "z"])
+    assert Ensemble([a, b, c], reduce="mean")(*args) == pytest.approx([0.5, 1 / 3, 2.0])
+    assert Ensemble([a, b, c], reduce="min")(*args) == pytest.approx([0.0, 0.0, 2.0])
+    # mean - k * population std: sample 0 has values (1, 0, 0.5): mean 0.5, std 0.408
+    assert Ensemble([a, b, c], reduce="mean_minus_std", k=2.0)(*args)[0] == pytest.approx(0.5 - 2 * 0.40824829, abs=1e-6)
+    assert Ensemble([a, b], reduce="mean")(*args)[2] is None  # no member applies
+    assert Ensemble([a, c], weights=[2.0, 1.0])(*args)[0] == pytest.approx((2.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        Ensemble([a, b], reduce="median")
+
+
+def test_ensemble_from_recipe_refs_combines_functions(tmp_path):
+    from rlft.reward_refs import resolve_ref
+    from rlft.recipe import RewardRef
+
+    ref = RewardRef.model_validate({"ensemble": [{"name": "math_accuracy"}, {"name": "answer_format"}], "reduce": "min"})
+    resolved = resolve_ref(ref)
+    assert resolved.required_columns == ("answer",)
+    assert resolved.reward.__name__ == "min(math_accuracy,answer_format)"
+    scores = resolved.reward(["q", "q"], ["<answer>4</answer>", "so 4"], answer=["4", "4"])
+    assert scores == [1.0, 0.0]  # the second is right but unformatted: min takes the format's 0
+
+
+def _recipe(tmp_path, stages) -> dict:
+    return {"name": "t", "model": "bundled:smollm2-135m-instruct", "stages": stages}
+
+
+def test_model_reference_must_be_an_earlier_reward_model_stage(tmp_path):
+    grpo = {"name": "rl", "kind": "grpo", "data": "bundled:arithmetic", "rewards": [{"model": "sft"}]}
+    sft = {"name": "sft", "kind": "sft", "data": "bundled:arithmetic-sft"}
+    with pytest.raises(RecipeError, match=r"stages.rl.rewards\[0\]: model: 'sft' must name an earlier reward_model stage"):
+        recipe_from_dict(_recipe(tmp_path, [sft, grpo]))
+    with pytest.raises(RecipeError, match="exactly one of name:, model:, ensemble:"):
+        recipe_from_dict(_recipe(tmp_path, [{**grpo, "rewards": [{"name": "math_accuracy", "model": "rm"}]}]))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe(tmp_path, [{**grpo, "rewards": [{"ensemble": [{"model": "./nope"}, {"name": "answer_format"}]}]}])))
+    with pytest.raises(RecipeError, match=r"stages.rl.rewards\[0\].ensemble: reward model ./nope is not a folder"):
+        check_recipe(load_recipe(path), str(path))
+
+
+def test_sft_rm_grpo_pipeline_with_an_ensemble(tiny_model, tmp_path):
+    from rlft.pipeline import run_pipeline
+
+    write_jsonl(tmp_path / "sft.jsonl", sum_rows(8))
+    write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(16))
+    write_jsonl(tmp_path / "prompts.jsonl", sum_rows(8, with_completion=False))
+    recipe = {
+        "name": "rmchain",
+        "model": str(tiny_model),
+        "tracking": {"mode": "disabled"},
+        "stages": [
+            {"name": "sft", "kind": "sft", "data": "sft.jsonl", "trl": {"max_steps": 1, "per_device_train_batch_size": 8}},
+            {"name": "rm", "kind": "reward_model", "init_from": "sft", "data": "pairs.jsonl", "eval_fraction": 0.25,
+             "trl": {"max_steps": 2, "per_device_train_batch_size": 4}},
+            {"name": "rl", "kind": "grpo", "init_from": "sft", "data": "prompts.jsonl",
+             "rewards": [{"ensemble": [{"model": "rm", "normalize": True}, {"name": "answer_format"}], "reduce": "mean_minus_std"}],
+             "trl": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 6}},
+        ],
+    }
+    path = tmp_path / "rm.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    r = load_recipe(path)
+    check_recipe(r, str(path))
+    summary = run_pipeline(r, source=str(path), run_id="x", output_dir=str(tmp_path / "runs"))
+    assert [s["status"] for s in summary["stages"]] == ["done", "done", "done"], summary
+    rl = summary["stages"][2]["metrics"]
+    assert "train/rewards/mean_minus_std(rm,answer_format)/mean" in rl
+    assert "eval/pairwise_accuracy" in summary["stages"][1]["metrics"]
