@@ -53,7 +53,9 @@ class RewardModelScorer:
                 messages = (p if isinstance(p, list) else [{"role": "user", "content": p}]) + c
                 texts.append(self._tok.apply_chat_template(messages, tokenize=False))
             else:
-                texts.append((p if isinstance(p, str) else self._tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)) + c)
+                texts.append(
+                    (p if isinstance(p, str) else self._tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)) + c
+                )
         return texts
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
@@ -65,8 +67,14 @@ class RewardModelScorer:
         scores: list[float] = []
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
-                batch = self._tok(texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                                  max_length=self.max_length, add_special_tokens=False).to(self._model.device)
+                batch = self._tok(
+                    texts[i : i + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    add_special_tokens=False,
+                ).to(self._model.device)
                 scores += self._model(**batch).logits[:, 0].float().tolist()
         if self.normalize:
             if self._stats is None:

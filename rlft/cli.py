@@ -189,7 +189,9 @@ def rewards_test(
         prompts, completions, columns = _samples(data, prompt, completion, column, limit)
         missing = [c for c in resolved.required_columns if c not in columns]
         if missing:
-            raise RlftError(f"reward {ref} needs column(s) {missing}", fix=f"pass --column {missing[0]}=VALUE or a --data file with that column")
+            raise RlftError(
+                f"reward {ref} needs column(s) {missing}", fix=f"pass --column {missing[0]}=VALUE or a --data file with that column"
+            )
         scores = resolved.reward(prompts, completions, **columns)
     except (RlftError, ValueError) as exc:
         print(f"error: {exc.render() if isinstance(exc, RlftError) else exc}", file=sys.stderr)
@@ -227,7 +229,9 @@ def _samples(data, prompt, completion, column, limit):
             raise RlftError("no samples to score", fix="pass --completion TEXT (and --prompt TEXT), or --data FILE")
         prompts = list(prompt or [""] * len(completions))
         if len(prompts) != len(completions):
-            raise RlftError(f"{len(prompts)} --prompt for {len(completions)} --completion", fix="give one --prompt per --completion, or none")
+            raise RlftError(
+                f"{len(prompts)} --prompt for {len(completions)} --completion", fix="give one --prompt per --completion, or none"
+            )
     for item in column or []:
         key, sep, value = item.partition("=")
         if not sep:

@@ -289,9 +289,7 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
         for i, ref in enumerate(getattr(stage, "rewards", None) or []):
             for model_ref in _model_refs(ref):
                 if model_ref in names and not (model_ref in earlier and earlier[model_ref].kind == "reward_model"):
-                    problems.append(
-                        (f"stages.{stage.name}.rewards[{i}]", f"model: {model_ref!r} must name an earlier reward_model stage")
-                    )
+                    problems.append((f"stages.{stage.name}.rewards[{i}]", f"model: {model_ref!r} must name an earlier reward_model stage"))
         earlier[stage.name] = stage
     return problems
 

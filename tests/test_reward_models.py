@@ -85,8 +85,8 @@ def test_ensemble_reducers():
 
 
 def test_ensemble_from_recipe_refs_combines_functions(tmp_path):
-    from rlft.reward_refs import resolve_ref
     from rlft.recipe import RewardRef
+    from rlft.reward_refs import resolve_ref
 
     ref = RewardRef.model_validate({"ensemble": [{"name": "math_accuracy"}, {"name": "answer_format"}], "reduce": "min"})
     resolved = resolve_ref(ref)
@@ -108,7 +108,9 @@ def test_model_reference_must_be_an_earlier_reward_model_stage(tmp_path):
     with pytest.raises(RecipeError, match="exactly one of name:, model:, ensemble:"):
         recipe_from_dict(_recipe(tmp_path, [{**grpo, "rewards": [{"name": "math_accuracy", "model": "rm"}]}]))
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(_recipe(tmp_path, [{**grpo, "rewards": [{"ensemble": [{"model": "./nope"}, {"name": "answer_format"}]}]}])))
+    path.write_text(
+        yaml.safe_dump(_recipe(tmp_path, [{**grpo, "rewards": [{"ensemble": [{"model": "./nope"}, {"name": "answer_format"}]}]}]))
+    )
     with pytest.raises(RecipeError, match=r"stages.rl.rewards\[0\].ensemble: reward model ./nope is not a folder"):
         check_recipe(load_recipe(path), str(path))
 
@@ -125,11 +127,22 @@ def test_sft_rm_grpo_pipeline_with_an_ensemble(tiny_model, tmp_path):
         "tracking": {"mode": "disabled"},
         "stages": [
             {"name": "sft", "kind": "sft", "data": "sft.jsonl", "trl": {"max_steps": 1, "per_device_train_batch_size": 8}},
-            {"name": "rm", "kind": "reward_model", "init_from": "sft", "data": "pairs.jsonl", "eval_fraction": 0.25,
-             "trl": {"max_steps": 2, "per_device_train_batch_size": 4}},
-            {"name": "rl", "kind": "grpo", "init_from": "sft", "data": "prompts.jsonl",
-             "rewards": [{"ensemble": [{"model": "rm", "normalize": True}, {"name": "answer_format"}], "reduce": "mean_minus_std"}],
-             "trl": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 6}},
+            {
+                "name": "rm",
+                "kind": "reward_model",
+                "init_from": "sft",
+                "data": "pairs.jsonl",
+                "eval_fraction": 0.25,
+                "trl": {"max_steps": 2, "per_device_train_batch_size": 4},
+            },
+            {
+                "name": "rl",
+                "kind": "grpo",
+                "init_from": "sft",
+                "data": "prompts.jsonl",
+                "rewards": [{"ensemble": [{"model": "rm", "normalize": True}, {"name": "answer_format"}], "reduce": "mean_minus_std"}],
+                "trl": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 6},
+            },
         ],
     }
     path = tmp_path / "rm.yaml"
