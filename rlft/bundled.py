@@ -3,6 +3,9 @@
 ``arithmetic`` — two-digit additions, as bare sums and short word problems, each prompt asking for
 the answer in ``<answer></answer>`` tags. Columns: ``prompt`` (chat messages), ``answer`` (str).
 ``arithmetic-sft`` — the same prompts with a worked, column-by-column solution as ``completion``.
+``support-preference`` / ``support-sft`` — customer-support questions with a helpful, correct, polite
+``chosen`` answer and a ``rejected`` one (wrong, evasive, rude, off-topic, vague or correct-but-rude);
+see ``rlft/bundled_support.py``.
 
 Splits: ``train`` and ``test``. The test split (held out) draws from number pairs that no train row
 uses, in either order, so no stage ever trains on a held-out sum. Everything is generated from a
