@@ -150,6 +150,12 @@ def progress_callback(stage_name: str):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or self.t0 is None or "train_runtime" in logs:
                 return
+            if any(k.startswith("eval_") for k in logs):
+                shown = [
+                    f"{k.removeprefix('eval_')} {v:.4g}" for k, v in logs.items() if k in ("eval_loss", "eval_accuracy", "eval_margin")
+                ]
+                print(f"[{stage_name}] held-out eval · " + " · ".join(shown), flush=True)
+                return
             done, total = state.global_step, max(state.max_steps, 1)
             elapsed = time.time() - self.t0
             eta = elapsed / done * (total - done) if done else float("nan")

@@ -25,7 +25,9 @@ def test_rewards_list_names_every_builtin(tmp_path):
 
 
 def test_rewards_test_scores_samples_and_fails_on_broken_rewards(tmp_path):
-    out = rlft("rewards", "test", "math_accuracy", "--completion", "<answer>4</answer>", "--completion", "5", "--column", "answer=4", cwd=tmp_path)
+    out = rlft(
+        "rewards", "test", "math_accuracy", "--completion", "<answer>4</answer>", "--completion", "5", "--column", "answer=4", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if "│" in line]
     assert rows[0].split("│")[-2].strip() == "1" and rows[1].split("│")[-2].strip() == "0"

@@ -98,7 +98,9 @@ def test_two_stage_pipeline_chains_and_tracks(tiny_model, tmp_path):
         logged = {k for r in records if r.get("type") == "history" for k in r["history"]["item"]}
         seen[run["job_type"]] = logged
     assert set(seen) == {"sft", "grpo"}
-    assert "train/loss" in seen["sft"] and "train/rewards/math_accuracy/mean" in seen["grpo"]
+    assert "train/loss" in seen["sft"]
+    for key in ("train/rewards/math_accuracy/mean", "train/rewards/math_accuracy/std", "train/reward"):  # per reward + weighted total
+        assert key in seen["grpo"]
     assert {sft_manifest["wandb"]["run_id"], rl_manifest["wandb"]["run_id"]} == {f.stem.removeprefix("run-") for f in files}
 
     # Running again with the same run id reuses both finished stages.

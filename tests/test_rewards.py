@@ -108,3 +108,35 @@ def test_reward_outputs_are_checked(tmp_path):
     assert not math.isnan(resolve_reward("answer_format").reward(["a"], ["<answer>1</answer>"])[0])
     (tmp_path / "np.py").write_text("import numpy as np\ndef r(prompts, completions, **kw):\n    return [np.float32(0.5), None]\n")
     assert resolve_reward("./np.py:r", base_dir=tmp_path).reward(["a", "b"], ["x", "y"]) == [0.5, None]  # numpy scalars are numbers
+
+
+def test_trl_accuracy_reward_with_solution_column_plugs_in():
+    r = resolve_reward("trl.rewards:accuracy_reward")
+    assert r.required_columns == ("solution",)  # a column the stage's data must have
+    completions = [msgs(r"My answer is \boxed{\frac{1}{3}}"), msgs(r"My answer is \boxed{\frac{1}{2}}")]
+    assert r.reward(["q", "q"], completions, solution=[r"\frac{1}{3}", r"\frac{1}{3}"]) == [1.0, 0.0]
+
+
+OPEN_R1_STYLE = '''
+import re
+
+def format_reward(completions, **kwargs):
+    """open-r1 style: reads completion[0]["content"] of conversational completions."""
+    pattern = r"^<think>\\n.*?\\n</think>\\n<answer>\\n.*?\\n</answer>$"
+    contents = [completion[0]["content"] for completion in completions]
+    return [1.0 if re.match(pattern, c, re.DOTALL | re.MULTILINE) else 0.0 for c in contents]
+
+def len_reward(completions, solution, **kwargs):
+    contents = [completion[0]["content"] for completion in completions]
+    return [-len(c) / 100 if s else None for c, s in zip(contents, solution)]
+'''
+
+
+def test_open_r1_style_functions_plug_in_unchanged(tmp_path):
+    (tmp_path / "r1.py").write_text(OPEN_R1_STYLE)
+    fmt = resolve_reward("./r1.py:format_reward", base_dir=tmp_path)
+    good = msgs("<think>\nsum\n</think>\n<answer>\n4\n</answer>")
+    assert fmt.reward(["q", "q"], [good, msgs("4")], solution=["4", "4"]) == [1.0, 0.0]
+    ln = resolve_reward("./r1.py:len_reward", base_dir=tmp_path, weight=0.5)
+    assert ln.required_columns == ("solution",) and ln.weight == 0.5
+    assert ln.reward(["q", "q"], [msgs("x" * 50), msgs("y")], solution=["4", ""]) == [-0.5, None]
