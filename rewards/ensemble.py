@@ -38,6 +38,14 @@ class Ensemble:
 
     def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
         columns = self.member_scores(prompts, completions, **kwargs)
+        log_metric = kwargs.get("log_metric")  # TRL's GRPO passes it: members then show up in W&B too
+        if callable(log_metric):
+            for member, col in zip(self.members, columns, strict=True):
+                applicable = [v for v in col if v is not None]
+                if applicable:
+                    log_metric(
+                        f"rewards/{self.__name__}/{getattr(member, '__name__', type(member).__name__)}/mean", statistics.fmean(applicable)
+                    )
         out: list[float | None] = []
         for i in range(len(completions)):
             values = [w * col[i] for w, col in zip(self.weights, columns, strict=True) if col[i] is not None]

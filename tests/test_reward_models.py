@@ -80,6 +80,11 @@ def test_ensemble_reducers():
     assert Ensemble([a, b, c], reduce="mean_minus_std", k=2.0)(*args)[0] == pytest.approx(0.5 - 2 * 0.40824829, abs=1e-6)
     assert Ensemble([a, b], reduce="mean")(*args)[2] is None  # no member applies
     assert Ensemble([a, c], weights=[2.0, 1.0])(*args)[0] == pytest.approx((2.0 + 0.5) / 2)
+    logged = {}
+    named = [_const(lambda i: 1.0), _const(lambda i: 0.0)]
+    named[0].__name__, named[1].__name__ = "rm", "fmt"
+    Ensemble(named, name="ens")(*args, log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert logged == {"rewards/ens/rm/mean": 1.0, "rewards/ens/fmt/mean": 0.0}  # members reach the trainer's log
     with pytest.raises(ValueError, match="reduce must be one of"):
         Ensemble([a, b], reduce="median")
 
