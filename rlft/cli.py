@@ -112,6 +112,12 @@ def print_summary(summary: dict, console) -> None:
                 f" -> {_num(m['eval/pairwise_accuracy'])} on {int(m.get('eval/n_pairs', 0))} pairs"
             )
             continue
+        if "eval/implicit_accuracy" in m:
+            console.print(
+                f"{s['kind']} {s['name']}: held-out implicit-reward accuracy {_num(m.get('eval/implicit_accuracy_before'))}"
+                f" -> {_num(m['eval/implicit_accuracy'])} on {int(m.get('eval/n_pairs', 0))} pairs"
+            )
+            continue
         names = sorted({k.split("/", 1)[1] for k in m if k.startswith("eval/") and k not in ("eval/n", "eval/mean_length")})
         if s["kind"] != "eval" or not names:
             continue

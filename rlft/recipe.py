@@ -136,16 +136,41 @@ class GRPOStage(TrainStage):
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
 
-class RewardModelStage(TrainStage):
-    """Train a one-output sequence-classification head on preference pairs (Bradley-Terry)."""
+class RLOOStage(GRPOStage):
+    kind: Literal["rloo"]
+    trl_config: ClassVar[str] = "RLOOConfig"
 
-    kind: Literal["reward_model"]
+
+class PairStage(TrainStage):
+    """A stage trained on preference pairs, with a held-out split it reports on."""
+
     eval_data: DataSpec | None = Field(
         None, description="held-out pairs; default: the same source's test split, or eval_fraction of a local file"
     )
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of rows held out when the source has no test split")
-    trl_config: ClassVar[str] = "RewardConfig"
     required_columns: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
+
+
+class RewardModelStage(PairStage):
+    """Train a one-output sequence-classification head on preference pairs (Bradley-Terry)."""
+
+    kind: Literal["reward_model"]
+    trl_config: ClassVar[str] = "RewardConfig"
+
+
+class DPOStage(PairStage):
+    """Direct preference optimisation (any TRL loss_type, or several with loss_weights)."""
+
+    kind: Literal["dpo"]
+    trl_config: ClassVar[str] = "DPOConfig"
+
+
+class KTOStage(PairStage):
+    """KTO on unpaired rows (prompt, completion, label); paired data is unpaired automatically."""
+
+    kind: Literal["kto"]
+    trl_config: ClassVar[str] = "KTOConfig"
+    required_columns: ClassVar[tuple[str, ...]] = ()
 
 
 class EvalStage(StageBase):
@@ -162,8 +187,16 @@ class EvalStage(StageBase):
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
 
-Stage = Annotated[SFTStage | RewardModelStage | GRPOStage | EvalStage, Field(discriminator="kind")]
-STAGE_KINDS = {"sft": SFTStage, "reward_model": RewardModelStage, "grpo": GRPOStage, "eval": EvalStage}
+Stage = Annotated[SFTStage | RewardModelStage | DPOStage | KTOStage | GRPOStage | RLOOStage | EvalStage, Field(discriminator="kind")]
+STAGE_KINDS = {
+    "sft": SFTStage,
+    "reward_model": RewardModelStage,
+    "dpo": DPOStage,
+    "kto": KTOStage,
+    "grpo": GRPOStage,
+    "rloo": RLOOStage,
+    "eval": EvalStage,
+}
 
 
 class Recipe(Strict):

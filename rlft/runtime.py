@@ -86,6 +86,26 @@ def load_start_model(ctx: StageContext, stage):
     return model, tok
 
 
+def load_pairs(cfg, ctx: StageContext):
+    """Training and held-out preference pairs of a pair stage (reward_model, dpo, kto).
+
+    Held-out pairs: ``eval_data``, else the bundled source's ``test`` split, else a seeded
+    ``eval_fraction`` of the rows. Records both in the manifest's ``data`` entry.
+    """
+    from rlft.data import load_rows
+
+    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, kind="preference", base_dir=ctx.recipe_dir)
+    if cfg.eval_data is not None or cfg.data.source.startswith("bundled:"):
+        spec = cfg.eval_data or cfg.data.model_copy(update={"limit": None, "split": "test"})
+        test, _, test_label = load_rows(spec, split=spec.split or "test", kind="preference", base_dir=ctx.recipe_dir)
+        train = rows
+    else:
+        parts = rows.train_test_split(test_size=cfg.eval_fraction, seed=ctx.seed_for(cfg))
+        train, test, test_label = parts["train"], parts["test"], f"{label} (held-out {cfg.eval_fraction:.0%})"
+    ctx.notes["data"] = {"train": label, "rows": len(train), "held_out": test_label, "held_out_rows": len(test), "fingerprint": fp}
+    return train, test
+
+
 def lora_config(stage, task_type: str = "CAUSAL_LM"):
     """A PEFT LoraConfig from the stage's ``peft.lora`` (None for full fine-tuning)."""
     if stage.peft is None or stage.peft.lora is None:

@@ -5,7 +5,10 @@ import importlib
 MODULES = {
     "sft": "rlft.stages.sft",
     "reward_model": "rlft.stages.reward_model",
+    "dpo": "rlft.stages.dpo",
+    "kto": "rlft.stages.kto",
     "grpo": "rlft.stages.grpo",
+    "rloo": "rlft.stages.rloo",
     "eval": "rlft.stages.eval",
 }
 

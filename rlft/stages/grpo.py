@@ -23,7 +23,12 @@ from rlft.runtime import (
 
 
 def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:
-    from trl import GRPOTrainer
+    return run_online(cfg, ctx, "GRPOTrainer")
+
+
+def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageResult:
+    """The on-policy loop shared by GRPO and RLOO: same data, rewards and metrics, another TRL trainer."""
+    import trl
 
     train, fp, label = load_rows(
         cfg.data, split=cfg.data.split or cfg.default_split, required=cfg.required_columns, base_dir=ctx.recipe_dir
@@ -47,7 +52,7 @@ def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:
         report_to=ctx.tracker.report_to,
         seed=ctx.seed_for(cfg),
     )
-    trainer = GRPOTrainer(
+    trainer = getattr(trl, trainer_name)(
         model=model,
         reward_funcs=[r.reward for r in rewards],
         args=args,

@@ -9,30 +9,17 @@ uses as ``rewards: [{model: <this stage>}]``.
 
 from __future__ import annotations
 
-from rlft.data import load_rows
 from rlft.recipe import RewardModelStage, trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
     count_parameters,
     final_train_metrics,
+    load_pairs,
     lora_config,
     save_model,
     use_rlft_progress,
 )
-
-
-def _held_out(cfg: RewardModelStage, ctx: StageContext, train, label):
-    """The held-out pairs: eval_data, else the source's test split, else a seeded slice of train."""
-    if cfg.eval_data is not None:
-        rows, _, test_label = load_rows(cfg.eval_data, split=cfg.eval_data.split or "test", kind="preference", base_dir=ctx.recipe_dir)
-        return train, rows, test_label
-    if cfg.data.source.startswith("bundled:"):
-        spec = cfg.data.model_copy(update={"limit": None})
-        rows, _, test_label = load_rows(spec, split="test", kind="preference", base_dir=ctx.recipe_dir)
-        return train, rows, test_label
-    parts = train.train_test_split(test_size=cfg.eval_fraction, seed=ctx.seed_for(cfg))
-    return parts["train"], parts["test"], f"{label} (held-out {cfg.eval_fraction:.0%})"
 
 
 def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
@@ -54,9 +41,7 @@ def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
 def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
     from trl import RewardTrainer
 
-    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, kind="preference", base_dir=ctx.recipe_dir)
-    train, test, test_label = _held_out(cfg, ctx, rows, label)
-    ctx.notes["data"] = {"train": label, "rows": len(train), "held_out": test_label, "held_out_rows": len(test), "fingerprint": fp}
+    train, test = load_pairs(cfg, ctx)
 
     model, tok = _load_classifier(ctx, cfg)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
