@@ -36,7 +36,8 @@ def _fail(exc) -> None:
 
 
 def _load(recipe: Path, overrides: list[str] | None, deep: bool = True):
-    from rlft.recipe import check_recipe, load_recipe
+    from rlft.recipe import load_recipe
+    from rlft.recipe_checks import check_recipe
 
     r = load_recipe(recipe, overrides or [])
     if deep:

@@ -106,6 +106,20 @@ def load_pairs(cfg, ctx: StageContext):
     return train, test
 
 
+def train_between_evaluations(trainer, stage_name: str) -> tuple[dict, dict, dict]:
+    """Evaluate on the held-out set, train, evaluate again; return (before, after, base metrics).
+
+    The base metrics hold parameter counts, runtime and step count, as every training stage reports them.
+    """
+    use_rlft_progress(trainer, stage_name)
+    metrics = count_parameters(trainer.model)
+    before = trainer.evaluate()
+    output = trainer.train()
+    after = trainer.evaluate()
+    metrics.update({"train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step})
+    return before, after, metrics
+
+
 def lora_config(stage, task_type: str = "CAUSAL_LM"):
     """A PEFT LoraConfig from the stage's ``peft.lora`` (None for full fine-tuning)."""
     if stage.peft is None or stage.peft.lora is None:

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from rlft.errors import RecipeError, RlftError
-from rlft.recipe import check_recipe, load_recipe, recipe_from_dict
+from rlft.recipe import load_recipe, recipe_from_dict
+from rlft.recipe_checks import check_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def test_unknown_trl_key_is_an_error(tmp_path):
 
 
 def test_trl_config_is_built_with_cpu_defaults(tmp_path):
-    from rlft.recipe import trl_config_for
+    from rlft.recipe_checks import trl_config_for
 
     r = recipe_from_dict(base_recipe())
     cfg = trl_config_for(r.stage("rl"), str(tmp_path), seed=3)

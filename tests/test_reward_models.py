@@ -11,7 +11,8 @@ from test_stages import make_ctx
 
 from rewards.ensemble import Ensemble
 from rlft.errors import RecipeError
-from rlft.recipe import check_recipe, load_recipe, recipe_from_dict
+from rlft.recipe import load_recipe, recipe_from_dict
+from rlft.recipe_checks import check_recipe
 
 
 def separable_pairs(n: int) -> list[dict]:

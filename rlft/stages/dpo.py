@@ -9,17 +9,17 @@ accuracy (chosen preferred over rejected) before and after training.
 
 from __future__ import annotations
 
-from rlft.recipe import DPOStage, trl_config_for
+from rlft.recipe import DPOStage
+from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
-    count_parameters,
     final_train_metrics,
     load_pairs,
     load_start_model,
     lora_config,
     save_model,
-    use_rlft_progress,
+    train_between_evaluations,
 )
 
 
@@ -30,13 +30,7 @@ def run(cfg: DPOStage, ctx: StageContext) -> StageResult:
     model, tok = load_start_model(ctx, cfg)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg))
-    use_rlft_progress(trainer, cfg.name)
-    params = count_parameters(trainer.model)
-    before = trainer.evaluate()
-    output = trainer.train()
-    after = trainer.evaluate()
-
-    metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
+    before, after, metrics = train_between_evaluations(trainer, cfg.name)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/accuracies", "rewards/margins"]))
     metrics["eval/implicit_accuracy_before"] = before.get("eval_rewards/accuracies", float("nan"))
     metrics["eval/implicit_accuracy"] = after.get("eval_rewards/accuracies", float("nan"))

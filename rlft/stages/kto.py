@@ -8,17 +8,17 @@ unpaired automatically (chosen -> desirable, rejected -> undesirable). ``desirab
 from __future__ import annotations
 
 from rlft.data import load_rows, unpair_preference
-from rlft.recipe import KTOStage, trl_config_for
+from rlft.recipe import KTOStage
+from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
-    count_parameters,
     final_train_metrics,
     load_pairs,
     load_start_model,
     lora_config,
     save_model,
-    use_rlft_progress,
+    train_between_evaluations,
 )
 
 
@@ -39,13 +39,7 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
     model, tok = load_start_model(ctx, cfg)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     trainer = KTOTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg))
-    use_rlft_progress(trainer, cfg.name)
-    params = count_parameters(trainer.model)
-    before = trainer.evaluate()
-    output = trainer.train()
-    after = trainer.evaluate()
-
-    metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
+    before, after, metrics = train_between_evaluations(trainer, cfg.name)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/margins"]))
     metrics["eval/loss_before"] = before.get("eval_loss", float("nan"))
     metrics["eval/loss"] = after.get("eval_loss", float("nan"))

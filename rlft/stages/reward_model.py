@@ -9,16 +9,16 @@ uses as ``rewards: [{model: <this stage>}]``.
 
 from __future__ import annotations
 
-from rlft.recipe import RewardModelStage, trl_config_for
+from rlft.recipe import RewardModelStage
+from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
-    count_parameters,
     final_train_metrics,
     load_pairs,
     lora_config,
     save_model,
-    use_rlft_progress,
+    train_between_evaluations,
 )
 
 
@@ -48,13 +48,7 @@ def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
     trainer = RewardTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, "SEQ_CLS")
     )
-    use_rlft_progress(trainer, cfg.name)
-    params = count_parameters(trainer.model)
-    before = trainer.evaluate()  # TRL adds eval_accuracy (chosen scored above rejected) in its log hook
-    output = trainer.train()
-    after = trainer.evaluate()
-
-    metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
+    before, after, metrics = train_between_evaluations(trainer, cfg.name)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "accuracy", "margin"]))
     metrics["eval/pairwise_accuracy"] = after["eval_accuracy"]
     metrics["eval/pairwise_accuracy_before"] = before["eval_accuracy"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from rlft.data import load_rows
 from rlft.errors import RlftError
-from rlft.recipe import SFTStage, trl_config_for
+from rlft.recipe import SFTStage
+from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
