@@ -113,6 +113,12 @@ def print_summary(summary: dict, console) -> None:
                 f" -> {_num(m['eval/pairwise_accuracy'])} on {int(m.get('eval/n_pairs', 0))} pairs"
             )
             continue
+        if "eval/loss_before" in m:
+            console.print(
+                f"{s['kind']} {s['name']}: held-out loss {_num(m['eval/loss_before'])} -> {_num(m.get('eval/loss'))}"
+                f" (implicit reward margin {_num(m.get('eval/implicit_margin'))}) on {int(m.get('eval/n_rows', 0))} rows"
+            )
+            continue
         if "eval/implicit_accuracy" in m:
             console.print(
                 f"{s['kind']} {s['name']}: held-out implicit-reward accuracy {_num(m.get('eval/implicit_accuracy_before'))}"
