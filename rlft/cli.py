@@ -35,13 +35,13 @@ def _fail(exc) -> None:
     raise exc
 
 
-def _load(recipe: Path, overrides: list[str] | None, deep: bool = True):
+def _load(recipe: Path, overrides: list[str] | None, deep: bool = True, here: bool = False):
     from rlft.recipe import load_recipe
     from rlft.recipe_checks import check_recipe
 
     r = load_recipe(recipe, overrides or [])
     if deep:
-        check_recipe(r, str(recipe))
+        check_recipe(r, str(recipe), here=here)
     return r
 
 
@@ -72,13 +72,19 @@ def run(
     overrides: OverridesArg = None,
     run_id: Annotated[str | None, typer.Option(help="run folder name; reuse one to resume (finished stages are skipped)")] = None,
     output_dir: Annotated[str | None, typer.Option(help="parent folder of runs (default: the recipe's output_dir, runs/)")] = None,
+    accelerate: Annotated[
+        str | None, typer.Option(help="launch training stages with `accelerate launch` and this config, e.g. recipes/accelerate/ddp.yaml")
+    ] = None,
+    num_processes: Annotated[int | None, typer.Option(help="processes per training stage (with or without --accelerate)")] = None,
+    machine_rank: Annotated[int | None, typer.Option(help="multi-node: this machine's rank")] = None,
 ) -> None:
     """Run every stage of a recipe and print a summary table."""
     from rlft.pipeline import run_pipeline
 
     console = _console()
     try:
-        r = _load(recipe, overrides)
+        launch = {"accelerate_config": accelerate, "num_processes": num_processes, "machine_rank": machine_rank}
+        r = _load(recipe, [*(overrides or []), *(f"launch.{k}={v}" for k, v in launch.items() if v is not None)], here=True)
         summary = run_pipeline(r, source=str(recipe), run_id=run_id, output_dir=output_dir, console=console)
     except Exception as exc:
         _fail(exc)
@@ -105,41 +111,43 @@ def print_summary(summary: dict, console) -> None:
             _num(m.get("train/reward")),
         )
     console.print(table)
-    for s in summary["stages"]:
-        m = s.get("metrics") or {}
-        if "eval/pairwise_accuracy" in m:
-            console.print(
-                f"reward model {s['name']}: held-out pairwise accuracy {_num(m.get('eval/pairwise_accuracy_before'))} (untrained head)"
-                f" -> {_num(m['eval/pairwise_accuracy'])} on {int(m.get('eval/n_pairs', 0))} pairs"
-            )
-            continue
-        if "eval/loss_before" in m:
-            console.print(
-                f"{s['kind']} {s['name']}: held-out loss {_num(m['eval/loss_before'])} -> {_num(m.get('eval/loss'))}"
-                f" (implicit reward margin {_num(m.get('eval/implicit_margin'))}) on {int(m.get('eval/n_rows', 0))} rows"
-            )
-            continue
-        if "eval/implicit_accuracy" in m:
-            console.print(
-                f"{s['kind']} {s['name']}: held-out implicit-reward accuracy {_num(m.get('eval/implicit_accuracy_before'))}"
-                f" -> {_num(m['eval/implicit_accuracy'])} on {int(m.get('eval/n_pairs', 0))} pairs"
-            )
-            continue
-        names = sorted({k.split("/", 1)[1] for k in m if k.startswith("eval/") and k not in ("eval/n", "eval/mean_length")})
-        if s["kind"] != "eval" or not names:
-            continue
-        held = Table(title=f"held-out score ({s['name']}, {int(m.get('eval/n', 0))} prompts)")
-        for col in ("reward", "base model", "final model", "change"):
-            held.add_column(col)
-        for n in names:
-            before, after = m.get(f"baseline/{n}"), m.get(f"eval/{n}")
-            change = f"{after - before:+.3f}" if before is not None and after is not None else ""
-            held.add_row(n, _num(before), _num(after), change)
-        console.print(held)
+    card = scorecard_table(summary["stages"])
+    if card is not None:
+        console.print(card)
     for s in summary["stages"]:
         if s.get("error"):
             console.print(f"[red]stage {s['name']} failed:[/red] {s['error']}", markup=True)
     console.print(f"outputs: {summary['run_dir']} (summary.json, one folder per stage)")
+
+
+SCORECARD = ("accuracy", "loss", "kl_to_ref", "mean_length")
+
+
+def scorecard_table(stages: list[dict]):
+    """The common held-out scorecard of every stage: ``baseline -> eval`` per metric (None when no stage has one)."""
+    from rich.table import Table
+
+    def names(m: dict) -> set[str]:
+        return {k.split("/", 1)[1] for k in m if k.startswith(("eval/", "baseline/"))}
+
+    seen = set().union(*(names(s.get("metrics") or {}) for s in stages)) if stages else set()
+    columns = [c for c in SCORECARD if c in seen] + sorted(c for c in seen if c.startswith("reward/"))
+    if not columns:
+        return None
+    table = Table(title="held-out scorecard: model the stage started from -> after the stage (eval: baseline -> model)")
+    table.add_column("stage")
+    for c in columns:
+        table.add_column(c.removeprefix("reward/"))
+    for s in stages:
+        m = s.get("metrics") or {}
+        if not names(m) & set(columns):
+            continue
+        cells = []
+        for c in columns:
+            before, after = m.get(f"baseline/{c}"), m.get(f"eval/{c}")
+            cells.append(f"{_num(before)} -> {_num(after)}" if before is not None and after is not None else _num(after))
+        table.add_row(f"{s['name']} ({s['kind']})", *cells)
+    return table
 
 
 def _num(v) -> str:

@@ -56,7 +56,8 @@ def _load_raw(spec: DataSpec, split: str, base_dir: Path):
             ) from exc
         return ds, str(path)
     try:
-        return datasets.load_dataset(src, split=split), f"{src}[{split}]"
+        label = f"{src}:{spec.subset}[{split}]" if spec.subset else f"{src}[{split}]"
+        return datasets.load_dataset(src, spec.subset, split=split), label
     except Exception as exc:
         raise RlftError(
             f"could not load data set {src!r} (split {split}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,9 +32,43 @@ from rlft.runtime import StageResult
 
 def stage_hash(recipe_dict: dict, stage_dict: dict) -> str:
     """What decides whether a finished stage can be reused: its config plus the recipe-wide keys."""
-    shared = {k: recipe_dict.get(k) for k in ("model", "seed", "trust_remote_code")}
+    shared = {k: recipe_dict.get(k) for k in ("model", "seed", "trust_remote_code", "launch")}
     blob = json.dumps({"shared": shared, "stage": stage_dict}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def accelerate_config_path(ref: str, recipe_dir: Path) -> Path:
+    """An accelerate config named in a recipe: relative to the recipe's folder, else to the current one."""
+    path = Path(ref).expanduser()
+    if not path.is_absolute() and not path.exists() and (recipe_dir / path).exists():
+        path = recipe_dir / path
+    if not path.exists():
+        raise RlftError(
+            f"accelerate config {ref} does not exist",
+            where="launch.accelerate_config",
+            fix="name a file from recipes/accelerate/ (ddp, fsdp, zero2, zero3, multi_node) or write one with `accelerate config`",
+        )
+    return path.resolve()
+
+
+def stage_command(recipe: Recipe, stage, run_dir: Path, recipe_dir: Path) -> list[str]:
+    """The command that runs one stage: ``python -m rlft.runner`` or ``accelerate launch ... -m rlft.runner``."""
+    runner = ["-m", "rlft.runner", str(run_dir), stage.name]
+    spec = recipe.launch_for(stage)
+    if not spec.distributed:
+        return [sys.executable, *runner]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if spec.accelerate_config:
+        cmd += ["--config_file", str(accelerate_config_path(spec.accelerate_config, recipe_dir))]
+    else:  # plain data parallel on this machine (GPUs, or CPU processes with gloo)
+        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if spec.num_processes:
+        cmd += ["--num_processes", str(spec.num_processes)]
+    if spec.machine_rank is not None:
+        cmd += ["--machine_rank", str(spec.machine_rank)]
+    if spec.main_process_ip:
+        cmd += ["--main_process_ip", spec.main_process_ip]
+    return cmd + list(spec.extra_args) + runner
 
 
 class RunLock:
@@ -81,6 +116,8 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
     run_dir = Path(output_dir or recipe.output_dir).resolve() / run_id
     recipe_dict = recipe.model_dump(mode="json")
     say = console.print if console else print
+    if (recipe.launch.machine_rank or 0) > 0:
+        return follow_pipeline(recipe, source=source, run_dir=run_dir, say=say)
     with RunLock(run_dir):
         write_json(
             run_dir / "recipe.json",
@@ -112,7 +149,13 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
             err = run_dir / f".{stage.name}.error.json"
             err.unlink(missing_ok=True)
             t0 = time.time()
-            proc = subprocess.run([sys.executable, "-m", "rlft.runner", str(run_dir), stage.name])
+            partial = run_dir / f".{stage.name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            command = stage_command(recipe, stage, run_dir, Path(source).resolve().parent)
+            if "accelerate.commands.launch" in command:
+                say(f"   launch: {' '.join(command[2:-4])}")
+            proc = subprocess.run(command)
             wall = round(time.time() - t0, 2)
             if proc.returncode == 0 and (stage_dir / "manifest.json").exists():
                 result = StageResult.read(stage_dir)
@@ -121,6 +164,7 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
             else:
                 detail = json.loads(err.read_text()) if err.exists() else {"message": f"stage process exited with code {proc.returncode}"}
                 err.unlink(missing_ok=True)
+                shutil.rmtree(partial, ignore_errors=True)  # a killed launch may leave it behind
                 entry.update(status="failed", error=detail["message"], wall_s=wall)
                 summary["stages"].append(entry)
                 for rest in recipe.stages[i + 1 :]:
@@ -133,6 +177,38 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
         summary.update(status="done", finished=time.time())
         write_json(run_dir / "summary.json", summary)
         return summary
+
+
+FOLLOWER_WAIT_S = 1800
+
+
+def follow_pipeline(recipe: Recipe, *, source: str, run_dir: Path, say) -> dict:
+    """Multi-node, machines other than 0: start this machine's processes of each training stage, in order.
+
+    Machine 0's pipeline owns the run folder (shared storage): it holds the lock, writes the recipe,
+    manifests and summary, and runs eval stages; a follower only joins each multi-process launch and
+    skips the stages machine 0 will skip (finished with the same config).
+    """
+    recipe_dict = recipe.model_dump(mode="json")
+    deadline = time.time() + FOLLOWER_WAIT_S
+    while not (run_dir / "recipe.json").exists():
+        if time.time() > deadline:
+            raise RlftError(
+                f"machine 0 has not started run {run_dir} in {FOLLOWER_WAIT_S} s",
+                fix="start machine 0 first, with the same --run-id and --output-dir",
+            )
+        time.sleep(2)
+    statuses = []
+    for i, stage in enumerate(recipe.stages):
+        if not recipe.launch_for(stage).distributed or _finished(run_dir / stage.name, stage_hash(recipe_dict, recipe_dict["stages"][i])):
+            statuses.append({"name": stage.name, "kind": stage.kind, "status": "left to machine 0"})
+            continue
+        say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind}) — joining machine 0's launch")
+        proc = subprocess.run(stage_command(recipe, stage, run_dir, Path(source).resolve().parent))
+        statuses.append({"name": stage.name, "kind": stage.kind, "status": "joined" if proc.returncode == 0 else "failed"})
+        if proc.returncode != 0:
+            return {"run_id": run_dir.name, "run_dir": str(run_dir), "status": "failed", "stages": statuses}
+    return {"run_id": run_dir.name, "run_dir": str(run_dir), "status": "done", "stages": statuses}
 
 
 def _finished(stage_dir: Path, h: str) -> StageResult | None:

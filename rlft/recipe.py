@@ -31,6 +31,7 @@ class DataSpec(Strict):
 
     source: str = Field(description="bundled:NAME, a .json/.jsonl/.csv/.parquet file, or a datasets hub id")
     split: str | None = Field(None, description="split to read; default: train for training stages, test for eval")
+    subset: str | None = Field(None, description="hub data sets: the configuration name (e.g. main for openai/gsm8k)")
     columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> column in the source, e.g. {prompt: question}")
     limit: int | None = Field(None, ge=1, description="use only the first N rows")
 
@@ -96,18 +97,54 @@ class TrackingSpec(Strict):
     tags: list[str] = Field(default_factory=list)
 
 
+class LaunchSpec(Strict):
+    """How training stages start: one process (default), or ``accelerate launch`` with a config.
+
+    Set recipe-wide (``launch:``), per stage (``stages.<name>.launch``), or from the command line
+    (``rlft run --accelerate recipes/accelerate/ddp.yaml --num-processes 8``). ``eval`` stages
+    always run in one process.
+    """
+
+    accelerate_config: str | None = Field(None, description="an accelerate config file, e.g. recipes/accelerate/ddp.yaml")
+    num_processes: int | None = Field(None, ge=1, description="processes in all (overrides the config's)")
+    machine_rank: int | None = Field(None, ge=0, description="multi-node: this machine's rank (overrides the config's)")
+    main_process_ip: str | None = Field(None, description="multi-node: the address of machine 0")
+    extra_args: list[str] = Field(default_factory=list, description="more `accelerate launch` arguments, passed as they are")
+
+    @property
+    def distributed(self) -> bool:
+        return self.accelerate_config is not None or (self.num_processes or 1) > 1
+
+
 class StageBase(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     init_from: str | None = Field(None, description="an earlier stage whose model this stage starts from; default: the recipe's model")
     seed: int | None = Field(None, description="default: the recipe's seed")
+    launch: LaunchSpec | None = Field(None, description="default: the recipe's launch")
 
     produces_model: ClassVar[bool] = True
     default_split: ClassVar[str] = "train"
     required_columns: ClassVar[tuple[str, ...]] = ()
 
 
+class ScorecardSpec(Strict):
+    """What a training stage generates on held-out prompts at its end (see ``rlft.scorecard``)."""
+
+    prompts: int = Field(32, ge=0, description="held-out prompts to generate from; 0 = no generation metrics")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    baseline: bool = Field(True, description="also score the model the stage starts from (baseline/...)")
+    rewards: list[RewardRef] | None = Field(None, description="rewards for eval/reward/<name>; default: the stage's own rewards")
+
+
 class TrainStage(StageBase):
     data: DataSpec
+    eval_data: DataSpec | None = Field(
+        None, description="held-out rows; default: the same bundled source's test split, or eval_fraction of the data"
+    )
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of rows held out when there is no eval_data or test split")
+    eval_limit: int | None = Field(100, ge=1, description="score at most the first N held-out rows (null: all)")
+    scorecard: ScorecardSpec = ScorecardSpec()
     peft: PeftSpec | None = None
     trl: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the TRL config class")
 
@@ -140,13 +177,16 @@ class RLOOStage(GRPOStage):
     trl_config: ClassVar[str] = "RLOOConfig"
 
 
+class PPOStage(GRPOStage):
+    """rlft's own PPO (actor-critic, GAE); ``trl:`` holds ``rlft.ppo.PPOConfig`` keys (a TrainingArguments subclass)."""
+
+    kind: Literal["ppo"]
+    trl_config: ClassVar[str] = "rlft.ppo:PPOConfig"
+
+
 class PairStage(TrainStage):
     """A stage trained on preference pairs, with a held-out split it reports on."""
 
-    eval_data: DataSpec | None = Field(
-        None, description="held-out pairs; default: the same source's test split, or eval_fraction of a local file"
-    )
-    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of rows held out when the source has no test split")
     required_columns: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
 
 
@@ -162,6 +202,21 @@ class DPOStage(PairStage):
 
     kind: Literal["dpo"]
     trl_config: ClassVar[str] = "DPOConfig"
+
+
+class ORPOStage(PairStage):
+    """ORPO (odds-ratio preference optimisation, no reference model) — experimental: ``trl.experimental.orpo``."""
+
+    kind: Literal["orpo"]
+    trl_config: ClassVar[str] = "trl.experimental.orpo:ORPOConfig"
+
+
+class SimPOStage(PairStage):
+    """SimPO (length-normalised, reference-free) — experimental: ``trl.experimental.cpo`` with ``loss_type: simpo``."""
+
+    kind: Literal["simpo"]
+    trl_config: ClassVar[str] = "trl.experimental.cpo:CPOConfig"
+    trl_defaults: ClassVar[dict[str, Any]] = {**TrainStage.trl_defaults, "loss_type": "simpo", "cpo_alpha": 0.0}
 
 
 class KTOStage(PairStage):
@@ -186,14 +241,20 @@ class EvalStage(StageBase):
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
 
-Stage = Annotated[SFTStage | RewardModelStage | DPOStage | KTOStage | GRPOStage | RLOOStage | EvalStage, Field(discriminator="kind")]
+Stage = Annotated[
+    SFTStage | RewardModelStage | DPOStage | ORPOStage | SimPOStage | KTOStage | GRPOStage | RLOOStage | PPOStage | EvalStage,
+    Field(discriminator="kind"),
+]
 STAGE_KINDS = {
     "sft": SFTStage,
     "reward_model": RewardModelStage,
     "dpo": DPOStage,
+    "orpo": ORPOStage,
+    "simpo": SimPOStage,
     "kto": KTOStage,
     "grpo": GRPOStage,
     "rloo": RLOOStage,
+    "ppo": PPOStage,
     "eval": EvalStage,
 }
 
@@ -206,6 +267,7 @@ class Recipe(Strict):
     output_dir: str = "runs"
     trust_remote_code: bool = False
     tracking: TrackingSpec = TrackingSpec()
+    launch: LaunchSpec = LaunchSpec()
     stages: list[Stage] = Field(min_length=1)
 
     @field_validator("stages")
@@ -220,6 +282,12 @@ class Recipe(Strict):
 
     def stage(self, name: str):
         return next(s for s in self.stages if s.name == name)
+
+    def launch_for(self, stage) -> LaunchSpec:
+        """How ``stage`` starts: its own ``launch``, else the recipe's; eval stages always in one process."""
+        if stage.kind == "eval":
+            return LaunchSpec()
+        return stage.launch or self.launch
 
 
 # --------------------------------------------------------------------------- loading
@@ -318,12 +386,20 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
                 )
             elif not earlier[ref].produces_model:
                 problems.append((f"stages.{stage.name}.{key}", f"stage {ref!r} ({earlier[ref].kind}) makes no model to start from"))
-        for i, ref in enumerate(getattr(stage, "rewards", None) or []):
+        for key, ref in stage_reward_refs(stage):
             for model_ref in _model_refs(ref):
                 if model_ref in names and not (model_ref in earlier and earlier[model_ref].kind == "reward_model"):
-                    problems.append((f"stages.{stage.name}.rewards[{i}]", f"model: {model_ref!r} must name an earlier reward_model stage"))
+                    problems.append((f"stages.{stage.name}.{key}", f"model: {model_ref!r} must name an earlier reward_model stage"))
         earlier[stage.name] = stage
     return problems
+
+
+def stage_reward_refs(stage) -> list[tuple[str, RewardRef]]:
+    """Every reward reference of a stage with its key path (``rewards[0]``, ``scorecard.rewards[1]``)."""
+    refs = [(f"rewards[{i}]", r) for i, r in enumerate(getattr(stage, "rewards", None) or [])]
+    card = getattr(stage, "scorecard", None)
+    refs += [(f"scorecard.rewards[{i}]", r) for i, r in enumerate((card.rewards if card else None) or [])]
+    return refs
 
 
 def _model_refs(ref: RewardRef) -> list[str]:

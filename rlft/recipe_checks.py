@@ -10,29 +10,52 @@ import dataclasses
 from pathlib import Path
 
 from rlft.errors import RecipeError, RlftError
-from rlft.recipe import Recipe, TrainStage
+from rlft.recipe import Recipe, TrainStage, stage_reward_refs
 from rlft.recipe_errors import did_you_mean
 
 
-def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none", seed: int = 42):
-    """Build the real TRL config of a training stage: rlft defaults < recipe ``trl:`` < fixed keys."""
-    import torch
-    import trl
+def config_class(ref: str):
+    """``SFTConfig`` -> ``trl.SFTConfig``; ``module.path:Class`` -> that class (rlft's PPO, TRL's experimental trainers)."""
+    import importlib
+    import os
 
-    cls = getattr(trl, stage.trl_config)
+    module, _, name = ref.rpartition(":") if ":" in ref else ("trl", "", ref)
+    if module.startswith("trl.experimental"):
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # the stage kind is documented as experimental
+    return getattr(importlib.import_module(module), name)
+
+
+def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none", seed: int = 42, check_only: bool = False):
+    """Build the real TRL config of a training stage: rlft defaults < recipe ``trl:`` < fixed keys.
+
+    On a machine without CUDA, ``bf16``/``fp16: true`` is an error naming the override that turns it off,
+    except with ``check_only`` (``rlft plan`` of a GPU recipe on a laptop), where the rest is still checked.
+    """
+    import torch
+
+    cls = config_class(stage.trl_config)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in stage.trl if k not in fields]
     if unknown:
         raise RlftError(
             "; ".join(f"unknown {cls.__name__} key {k!r}. {did_you_mean(k, fields)}" for k in unknown).strip(),
             where=f"stages.{stage.name}.trl",
-            fix=f"see the fields of trl.{cls.__name__}",
+            fix=f"see the fields of {cls.__module__}.{cls.__name__}",
         )
     kwargs = dict(stage.trl_defaults)
     if not torch.cuda.is_available():
         kwargs.update(bf16=False, fp16=False, use_cpu=True)  # bf16 is 5-7x slower (and an error) on CPU
     kwargs.update(seed=seed)
     kwargs.update(stage.trl)
+    half = [k for k in ("bf16", "fp16") if stage.trl.get(k) and not torch.cuda.is_available()]
+    if half and check_only:
+        kwargs.update(bf16=False, fp16=False, use_cpu=True)
+    elif half:
+        raise RlftError(
+            f"{half[0]}: true needs a GPU, and this machine has none (CPU training runs in fp32)",
+            where=f"stages.{stage.name}.trl.{half[0]}",
+            fix=f"run it on a GPU machine, or override: stages.{stage.name}.trl.{half[0]}=false",
+        )
     if "gradient_checkpointing" in stage.trl and "activation_checkpointing" not in stage.trl:
         kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")  # the old name, kept working
     kwargs.update(output_dir=output_dir, report_to=report_to, run_name=None)
@@ -42,8 +65,11 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
         raise RlftError(f"TRL rejects this config: {exc}", where=f"stages.{stage.name}.trl", fix="change the named key") from exc
 
 
-def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None) -> None:
-    """Resolve every reward reference and build every TRL config; raise all problems at once."""
+def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, here: bool = False) -> None:
+    """Resolve every reward reference and build every TRL config; raise all problems at once.
+
+    ``here``: the recipe is about to run on this machine, so GPU-only keys (bf16) are errors too.
+    """
     from rlft.reward_refs import resolve_ref
 
     base_dir = base_dir or Path(source).parent
@@ -54,19 +80,30 @@ def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None) -> N
         resolve_model(recipe.model, convert=False)
     except RlftError as exc:
         problems.append(("model", f"{exc.what}; {exc.fix}"))
+    from rlft.pipeline import accelerate_config_path
+
+    for stage in recipe.stages:
+        spec = recipe.launch_for(stage)
+        if spec.accelerate_config:
+            try:
+                accelerate_config_path(spec.accelerate_config, base_dir)
+            except RlftError as exc:
+                key = f"stages.{stage.name}.launch" if stage.launch else "launch"
+                problems.append((f"{key}.accelerate_config", f"{exc.what}; {exc.fix}"))
+                break
     stage_models: dict[str, str | None] = {}
     for stage in recipe.stages:
-        for i, ref in enumerate(getattr(stage, "rewards", []) or []):
+        for path, ref in stage_reward_refs(stage):
             try:
                 resolve_ref(ref, base_dir=base_dir, stage_models=stage_models)
             except RlftError as exc:
                 key = "name" if ref.name is not None else "model" if ref.model is not None else "ensemble"
-                problems.append((f"stages.{stage.name}.rewards[{i}].{key}", exc.render().replace("\n  fix:", ";")))
+                problems.append((f"stages.{stage.name}.{path}.{key}", exc.render().replace("\n  fix:", ";")))
         if stage.kind == "reward_model":
             stage_models[stage.name] = None
         if isinstance(stage, TrainStage):
             try:
-                trl_config_for(stage, "/tmp/rlft-check", seed=stage.seed if stage.seed is not None else recipe.seed)
+                trl_config_for(stage, "/tmp/rlft-check", seed=stage.seed if stage.seed is not None else recipe.seed, check_only=not here)
             except RlftError as exc:
                 problems.append((exc.where or "", f"{exc.what}; {exc.fix}"))
     if problems:

@@ -1,7 +1,9 @@
 """Run one stage of a pipeline run in this process: ``python -m rlft.runner RUN_DIR STAGE``.
 
 The pipeline starts one such process per stage, so each stage gets a fresh interpreter (clean
-W&B state, memory returned to the OS, a place for ``accelerate launch`` later). Output is written
+W&B state, memory returned to the OS). Under ``accelerate launch`` every process runs this module;
+only the main process (rank 0) talks to W&B, writes the manifest and renames the output, after the
+other ranks have reported which rows they trained on (``launch`` in the manifest). Output is written
 to ``RUN_DIR/.STAGE.partial`` and renamed to ``RUN_DIR/STAGE`` only when the stage succeeded;
 on failure the error goes to ``RUN_DIR/.STAGE.error.json`` and nothing that looks finished remains.
 """
@@ -9,6 +11,7 @@ on failure the error goes to ``RUN_DIR/.STAGE.error.json`` and nothing that look
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import sys
@@ -38,6 +41,53 @@ def error_file(run_dir: Path, stage: str) -> Path:
     return run_dir / f".{stage}.error.json"
 
 
+RANK_REPORT_WAIT_S = 600
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (torchrun / accelerate launch set both)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _write_rank_report(partial: Path, rank: int) -> None:
+    from rlft.runtime import SHARD
+
+    folder = partial / ".ranks"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".rank-{rank}.tmp"
+    tmp.write_text(json.dumps(SHARD.report(rank)))
+    tmp.replace(folder / f"rank-{rank}.json")
+
+
+def _gather_rank_reports(partial: Path, world: int) -> dict:
+    """Rank 0: wait for every rank's report, then summarise: rows per rank and rows seen by more than one rank."""
+    folder = partial / ".ranks"
+    deadline = time.time() + RANK_REPORT_WAIT_S
+    while time.time() < deadline and len(list(folder.glob("rank-*.json"))) < world:
+        time.sleep(0.5)
+    reports = [json.loads(f.read_text()) for f in sorted(folder.glob("rank-*.json"))]
+    shutil.rmtree(folder, ignore_errors=True)
+    seen: dict[str, int] = {}
+    for r in reports:
+        for row in r["rows"]:
+            seen[row] = seen.get(row, 0) + 1
+    return {
+        "world_size": world,
+        "mixed_precision": os.environ.get("ACCELERATE_MIXED_PRECISION", "no"),
+        "ranks": [{k: v for k, v in r.items() if k != "rows"} for r in reports],
+        "missing_ranks": sorted(set(range(world)) - {r["rank"] for r in reports}),
+        "rows_on_several_ranks": sum(1 for n in seen.values() if n > 1),
+    }
+
+
+def _no_half_precision_on_cpu() -> None:
+    """An accelerate config written for GPUs says bf16; on CPU that would silently train under bf16 autocast (5-7x slower)."""
+    import torch
+
+    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no" and not torch.cuda.is_available():
+        os.environ["ACCELERATE_MIXED_PRECISION"] = "no"
+
+
 def run_stage(run_dir: Path, stage_name: str) -> StageResult:
     plan = json.loads((run_dir / "recipe.json").read_text())
     recipe = recipe_from_dict(plan["recipe"], plan["source"])
@@ -49,9 +99,12 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
         if (run_dir / s.name / "manifest.json").exists():
             results[s.name] = StageResult.read(run_dir / s.name)
 
+    rank, world = rank_and_world()
+    _no_half_precision_on_cpu()
     partial = run_dir / f".{stage_name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    if world == 1:
+        shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True, exist_ok=True)  # launched on several processes: the pipeline made it fresh
     ctx = StageContext(
         recipe=recipe, run_id=plan["run_id"], run_dir=run_dir, out_dir=partial, recipe_dir=Path(plan["recipe_dir"]), results=results
     )
@@ -63,15 +116,23 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
 
     set_seed(ctx.seed_for(cfg))
     config = {"recipe": plan["recipe"], "stage": cfg.model_dump(mode="json"), "run_id": plan["run_id"]}
-    ctx.tracker = tracking.start_stage_run(
-        tracking=recipe.tracking, run_id=plan["run_id"], run_dir=run_dir, stage_name=cfg.name, stage_kind=cfg.kind, config=config
-    )
+    if rank == 0:
+        ctx.tracker = tracking.start_stage_run(
+            tracking=recipe.tracking, run_id=plan["run_id"], run_dir=run_dir, stage_name=cfg.name, stage_kind=cfg.kind, config=config
+        )
+    else:
+        ctx.tracker = tracking.NullRun()  # only the main process talks to W&B
     t0 = time.time()
     try:
         result = stages.get(cfg.kind).run(cfg, ctx)
     except BaseException:
         ctx.tracker.finish(exit_code=1)
         raise
+    if world > 1:
+        _write_rank_report(partial, rank)
+        if rank != 0:
+            return result
+        ctx.notes["launch"] = _gather_rank_reports(partial, world)
     result.wall_s = round(time.time() - t0, 2)
     result.wandb_run_id = ctx.tracker.id
     final_dir = run_dir / stage_name
@@ -107,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(run_dir, stage_name)
         return 0
     except BaseException as exc:  # record the failure for the pipeline, then leave no partial output
+        rank, _ = rank_and_world()
+        if rank != 0:  # the main process reports; the others only print
+            traceback.print_exc()
+            return 1
         shutil.rmtree(run_dir / f".{stage_name}.partial", ignore_errors=True)
         user_error = isinstance(exc, RlftError)
         message = exc.render() if user_error else f"{type(exc).__name__}: {exc}"

@@ -86,34 +86,116 @@ def load_start_model(ctx: StageContext, stage):
     return model, tok
 
 
-def load_pairs(cfg, ctx: StageContext):
-    """Training and held-out preference pairs of a pair stage (reward_model, dpo, kto).
+def load_split(cfg, ctx: StageContext, *, kind: str | None = None, required: tuple[str, ...] = ()):
+    """Training rows and held-out rows of a training stage.
 
-    Held-out pairs: ``eval_data``, else the bundled source's ``test`` split, else a seeded
+    Held-out rows: ``eval_data``, else the bundled source's ``test`` split, else a seeded
     ``eval_fraction`` of the rows. Records both in the manifest's ``data`` entry.
     """
     from rlft.data import load_rows
 
-    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, kind="preference", base_dir=ctx.recipe_dir)
+    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, kind=kind, required=required, base_dir=ctx.recipe_dir)
     if cfg.eval_data is not None or cfg.data.source.startswith("bundled:"):
         spec = cfg.eval_data or cfg.data.model_copy(update={"limit": None, "split": "test"})
-        test, _, test_label = load_rows(spec, split=spec.split or "test", kind="preference", base_dir=ctx.recipe_dir)
+        test, _, test_label = load_rows(spec, split=spec.split or "test", kind=kind, required=required, base_dir=ctx.recipe_dir)
         train = rows
     else:
+        if len(rows) < 2:
+            raise RlftError(
+                f"data {label} has {len(rows)} row; a held-out share needs at least 2",
+                where=f"stages.{cfg.name}.data",
+                fix="add rows, or name held-out rows with `eval_data:`",
+            )
         parts = rows.train_test_split(test_size=cfg.eval_fraction, seed=ctx.seed_for(cfg))
         train, test, test_label = parts["train"], parts["test"], f"{label} (held-out {cfg.eval_fraction:.0%})"
+    if cfg.eval_limit is not None and len(test) > cfg.eval_limit:
+        test = test.select(range(cfg.eval_limit))
     ctx.notes["data"] = {"train": label, "rows": len(train), "held_out": test_label, "held_out_rows": len(test), "fingerprint": fp}
     return train, test
 
 
-def train_between_evaluations(trainer, stage_name: str) -> tuple[dict, dict, dict]:
+def load_pairs(cfg, ctx: StageContext):
+    """Training and held-out preference pairs of a pair stage (reward_model, dpo, kto, orpo, simpo)."""
+    return load_split(cfg, ctx, kind="preference")
+
+
+def begin_scorecard(cfg, ctx: StageContext, held_out, model, tok, rewards: list | None = None) -> tuple[Any, dict]:
+    """Build the stage's held-out scorecard and score the starting ``model`` (``baseline/...``).
+
+    ``rewards`` are the stage's resolved rewards (``scorecard.rewards`` wins when set). Returns
+    ``(card, metrics)``; the card is None when the held-out rows have no prompts or ``scorecard.prompts`` is 0.
+    """
+    from rlft.scorecard import Scorecard, preference_accuracy, prompts_of
+
+    spec = cfg.scorecard
+    metrics: dict[str, float] = {}
+    if not is_main_process():  # generation is not split across ranks: the main process scores
+        return None, metrics
+    if spec.baseline and {"chosen", "rejected"} <= set(held_out.column_names):
+        metrics["baseline/accuracy"] = preference_accuracy(model, tok, held_out)
+    found = prompts_of(held_out) if spec.prompts else None
+    if found is None:
+        return None, metrics
+    prompts, columns = found
+    n = min(spec.prompts, len(prompts))
+    if spec.rewards is not None:
+        rewards = ctx.resolve_rewards(spec.rewards)
+    card = Scorecard(
+        prompts=prompts[:n],
+        columns={k: v[:n] for k, v in columns.items()},
+        rewards=_applicable(rewards or [], columns, cfg),
+        max_new_tokens=spec.max_new_tokens,
+        batch_size=spec.batch_size,
+    )
+    if spec.baseline:
+        print(f"[{cfg.name}] scorecard: {n} held-out prompts, starting model ...", flush=True)
+        metrics.update(card.score(model, tok, "baseline"))
+    return card, metrics
+
+
+def _applicable(rewards: list, columns: dict, cfg) -> list:
+    for r in rewards:
+        missing = [c for c in r.required_columns if c not in columns]
+        if missing:
+            raise RlftError(
+                f"reward {r.reward.__name__} needs column(s) {missing}, which the held-out rows lack",
+                where=f"stages.{cfg.name}.scorecard.rewards",
+                fix=f"held-out columns are {sorted(columns)}; map one with `eval_data.columns`, or set scorecard.rewards",
+            )
+    return rewards
+
+
+def end_scorecard(card, cfg, ctx: StageContext, model_path: str, held_out=None) -> dict:
+    """Score the saved model (``eval/...``) against the model it started from; write ``samples.jsonl``."""
+    from rlft.models import load_causal_lm, load_tokenizer
+    from rlft.scorecard import preference_accuracy
+
+    metrics: dict[str, float] = {}
+    if not is_main_process():
+        return metrics
+    if card is None and (held_out is None or not {"chosen", "rejected"} <= set(held_out.column_names)):
+        return metrics
+    tok = load_tokenizer(model_path)
+    model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code)
+    if held_out is not None and {"chosen", "rejected"} <= set(held_out.column_names):
+        metrics["eval/accuracy"] = preference_accuracy(model, tok, held_out)
+    if card is not None:
+        print(f"[{cfg.name}] scorecard: {len(card.prompts)} held-out prompts, trained model ...", flush=True)
+        ref = load_causal_lm(ctx.model_ref(cfg.init_from), trust_remote_code=ctx.recipe.trust_remote_code)
+        metrics.update(card.score(model, tok, "eval", ref=ref))
+        card.write_samples(ctx.out_dir / "samples.jsonl", ctx.tracker)
+    return metrics
+
+
+def train_between_evaluations(trainer, stage_name: str, before: bool = True) -> tuple[dict, dict, dict]:
     """Evaluate on the held-out set, train, evaluate again; return (before, after, base metrics).
 
     The base metrics hold parameter counts, runtime and step count, as every training stage reports them.
+    ``before=False`` skips the first evaluation (an empty dict stands for it).
     """
     use_rlft_progress(trainer, stage_name)
     metrics = count_parameters(trainer.model)
-    before = trainer.evaluate()
+    before = trainer.evaluate() if before else {}
     output = trainer.train()
     after = trainer.evaluate()
     metrics.update({"train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step})
@@ -136,9 +218,27 @@ def count_parameters(model) -> dict[str, int]:
     return {"params/total": total, "params/trainable": trainable}
 
 
-def save_model(model, tokenizer, out_dir: Path) -> str:
-    """Save the trained model as plain safetensors (LoRA merged into the base) under ``out_dir/model``."""
+def is_main_process() -> bool:
+    """True in a single-process stage, and in the rank-0 process of a multi-process launch."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def save_model(model, tokenizer, out_dir: Path, trainer=None) -> str:
+    """Save the trained model as plain safetensors (LoRA merged into the base) under ``out_dir/model``.
+
+    Several processes: with sharded weights (FSDP, DeepSpeed) every rank takes part in the Trainer's
+    own gathering save; otherwise (DDP: the same weights on every rank) only rank 0 writes.
+    """
     target = out_dir / "model"
+    if trainer is not None and (getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)):
+        trainer.save_model(str(target))
+        if is_main_process():
+            tokenizer.save_pretrained(target)
+        return str(target)
+    if not is_main_process():
+        return str(target)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(target, safe_serialization=True)
@@ -162,12 +262,57 @@ def final_train_metrics(log_history: list[dict], keys: list[str]) -> dict[str, f
 
 
 def use_rlft_progress(trainer, stage_name: str) -> None:
-    """Replace the Trainer's own printing with one rlft progress line per logged step."""
+    """Replace the Trainer's own printing with one rlft progress line per logged step; record the rows trained on."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(progress_callback(stage_name))
+    SHARD.watch(trainer)
+
+
+class ShardRecorder:
+    """Digests of the rows this process trained on, so a multi-process launch can show each rank saw its own shard.
+
+    Wraps the Trainer's ``training_step``; a row is identified by its token ids without padding.
+    """
+
+    KEYS = (("input_ids", "attention_mask"), ("prompt_ids", "prompt_mask"), ("prompt_input_ids", "prompt_attention_mask"))
+
+    def __init__(self):
+        self.rows: set[str] = set()
+        self.micro_batches = 0
+
+    def watch(self, trainer) -> None:
+        step = trainer.training_step
+
+        def recorded(model, inputs, *args, **kwargs):
+            self.record(inputs)
+            return step(model, inputs, *args, **kwargs)
+
+        trainer.training_step = recorded
+
+    def record(self, inputs) -> None:
+        import hashlib
+
+        self.micro_batches += 1
+        if not isinstance(inputs, dict):
+            return
+        for ids_key, mask_key in self.KEYS:
+            ids = inputs.get(ids_key)
+            if ids is None or not hasattr(ids, "dim") or ids.dim() != 2:
+                continue
+            mask = inputs.get(mask_key)
+            for i in range(ids.shape[0]):
+                row = ids[i][mask[i].bool()] if mask is not None and mask.shape == ids.shape else ids[i]
+                self.rows.add(hashlib.sha1(row.cpu().numpy().tobytes()).hexdigest()[:16])
+            return
+
+    def report(self, rank: int) -> dict:
+        return {"rank": rank, "micro_batches": self.micro_batches, "distinct_rows": len(self.rows), "rows": sorted(self.rows)}
+
+
+SHARD = ShardRecorder()
 
 
 def progress_callback(stage_name: str):

@@ -15,7 +15,10 @@ def test_bundled_model_converts_caches_and_matches_gguf(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rlft.generation import generate_greedy
+    from rlft.scorecard import generate
+
+    def generate_greedy(model, tok, prompts, max_new_tokens):
+        return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=16).texts
     from rlft.models import bundled_gguf, load_causal_lm, load_tokenizer, resolve_model
 
     monkeypatch.setenv("RLFT_CACHE", str(tmp_path / "cache"))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import sum_rows, write_jsonl
 from test_reward_models import separable_pairs
-from test_stages import make_ctx
+from test_stages import assert_scorecard, make_ctx
 
 from rlft.recipe import recipe_from_dict
 
@@ -13,10 +15,15 @@ def _recipe(tiny_model, stage: dict):
     return recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [stage]})
 
 
-def test_dpo_raises_held_out_implicit_accuracy(tiny_model, tmp_path):
+def against_the_grain(n: int) -> list[dict]:
+    """Separable pairs whose chosen side the untrained tiny model likes less ('no' over 'yes')."""
+    return [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in separable_pairs(n)]
+
+
+def test_dpo_raises_held_out_accuracy_over_the_starting_model(tiny_model, tmp_path):
     from rlft.stages import dpo
 
-    write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(40))
+    write_jsonl(tmp_path / "pairs.jsonl", against_the_grain(40))
     stage = {
         "name": "dpo",
         "kind": "dpo",
@@ -28,8 +35,12 @@ def test_dpo_raises_held_out_implicit_accuracy(tiny_model, tmp_path):
     result = dpo.run(recipe.stage("dpo"), make_ctx(recipe, tmp_path, "dpo"))
     m = result.metrics
     assert m["eval/n_pairs"] == 8
-    assert m["eval/implicit_accuracy_before"] == 0.0  # policy == reference: no preference yet
     assert m["eval/implicit_accuracy"] >= 0.75, m
+    # the fair "before": the starting model's own preference (mean token log-prob), not the all-ties implicit reward
+    assert m["baseline/accuracy"] <= 0.5 <= 0.75 <= m["eval/accuracy"], m
+    assert m["eval/loss"] < m["baseline/loss"], m
+    assert m["eval/kl_to_ref"] > 0.0 and "baseline/kl_to_ref" not in m, m
+    assert m["eval/mean_length"] >= 1 and m["baseline/mean_length"] >= 1, m
     assert m["train/loss"] < m["train/first_loss"], m
 
 
@@ -66,7 +77,9 @@ def test_kto_unpairs_preference_data_and_trains(tiny_model, tmp_path):
     ctx = make_ctx(recipe, tmp_path, "kto")
     result = kto.run(recipe.stage("kto"), ctx)
     assert result.metrics["eval/n_rows"] == 8  # 4 held-out pairs -> 4 desirable + 4 undesirable rows
-    assert result.metrics["eval/loss"] < result.metrics["eval/loss_before"], result.metrics
+    assert result.metrics["eval/loss"] < result.metrics["baseline/loss"], result.metrics
+    assert 0.0 <= result.metrics["eval/accuracy"] <= 1.0  # held-out pairs kept paired for the scorecard
+    assert_scorecard(result.metrics, rewards=[])
 
 
 def test_rloo_runs_with_the_grpo_reward_references(tiny_model, tmp_path):
@@ -78,8 +91,30 @@ def test_rloo_runs_with_the_grpo_reward_references(tiny_model, tmp_path):
         "kind": "rloo",
         "data": "prompts.jsonl",
         "rewards": [{"name": "math_accuracy"}, {"name": "answer_format"}],
-        "trl": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 6},
+        "trl": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 6, "learning_rate": 1e-3},
     }
     recipe = _recipe(tiny_model, stage)
     result = rloo.run(recipe.stage("rl"), make_ctx(recipe, tmp_path, "rl"))
     assert "train/rewards/math_accuracy/mean" in result.metrics and "train/rewards/answer_format/mean" in result.metrics
+    # the untrained tiny model scores 0 on every completion: no advantage, no update, so KL may stay 0
+    assert_scorecard(result.metrics, rewards=["math_accuracy", "answer_format"], moved=False)
+
+
+@pytest.mark.parametrize("kind", ["orpo", "simpo"])
+def test_experimental_preference_stages_learn_against_the_grain(tiny_model, tmp_path, kind):
+    from rlft import stages
+
+    write_jsonl(tmp_path / "pairs.jsonl", against_the_grain(40))
+    stage = {
+        "name": kind,
+        "kind": kind,
+        "data": "pairs.jsonl",
+        "eval_fraction": 0.2,
+        "trl": {"max_steps": 15, "per_device_train_batch_size": 8, "learning_rate": 5e-3},
+    }
+    recipe = _recipe(tiny_model, stage)
+    result = stages.get(kind).run(recipe.stage(kind), make_ctx(recipe, tmp_path, kind))
+    m = result.metrics
+    assert m["baseline/accuracy"] <= 0.5 <= 0.75 <= m["eval/accuracy"], m
+    assert m["eval/loss"] < m["baseline/loss"], m
+    assert_scorecard(m, rewards=[])

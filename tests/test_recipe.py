@@ -149,13 +149,29 @@ def test_missing_recipe_file(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml")) + sorted((ROOT / "recipes" / "gpu").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_every_bundled_recipe_validates(recipe):
+    """Every recipe, GPU-sized ones included, validates here (HF_HUB_OFFLINE: nothing is fetched)."""
     r = load_recipe(recipe)
     check_recipe(r, str(recipe))
     text = recipe.read_text()
     for header in ("Purpose:", "Hardware:", "Command:", "Override:"):
         assert header in text, f"{recipe.name} lacks its {header} header line"
+
+
+def test_gpu_recipe_run_on_cpu_names_the_override(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = ROOT / "recipes" / "gpu" / "sft_dpo.yaml"
+    check_recipe(load_recipe(path), str(path))  # rlft plan: fine on a laptop
+    with pytest.raises(RecipeError) as info:
+        check_recipe(load_recipe(path), str(path), here=True)  # rlft run: bf16 needs a GPU
+    text = str(info.value)
+    assert "stages.sft.trl.bf16" in text and "stages.sft.trl.bf16=false" in text and "stages.dpo.trl.bf16" in text
 
 
 def test_help_is_fast_and_does_not_import_torch():

@@ -47,7 +47,8 @@ def test_reward_model_stage_learns_a_separable_set(tiny_model, tmp_path):
     # A random head ranks a perfectly separable set all-right or all-wrong by chance, so the proof of
     # learning is the falling loss, and the held-out accuracy it ends with.
     assert m["train/loss"] < 0.5 * m["train/first_loss"], m
-    assert m["eval/pairwise_accuracy"] >= 0.9, m
+    assert m["eval/accuracy"] >= 0.9, m
+    assert "baseline/accuracy" in m and m["eval/loss"] < m["baseline/loss"], m
 
     # The saved model is usable as a reward: chosen-style answers outscore rejected-style ones.
     scorer = RewardModelScorer(result.model_path, batch_size=3)
@@ -159,4 +160,4 @@ def test_sft_rm_grpo_pipeline_with_an_ensemble(tiny_model, tmp_path):
     assert [s["status"] for s in summary["stages"]] == ["done", "done", "done"], summary
     rl = summary["stages"][2]["metrics"]
     assert "train/rewards/mean_minus_std(rm,answer_format)/mean" in rl
-    assert "eval/pairwise_accuracy" in summary["stages"][1]["metrics"]
+    assert "eval/accuracy" in summary["stages"][1]["metrics"]

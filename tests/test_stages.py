@@ -18,6 +18,18 @@ def make_ctx(recipe, tmp_path: Path, stage: str) -> StageContext:
     return StageContext(recipe=recipe, run_id="t", run_dir=tmp_path, out_dir=out, recipe_dir=tmp_path, results={}, tracker=NullRun())
 
 
+def assert_scorecard(m: dict, rewards: list[str], moved: bool = True) -> None:
+    """The common held-out scorecard names every generating stage writes (rlft.scorecard)."""
+    for prefix in ("eval", "baseline"):
+        assert m[f"{prefix}/mean_length"] >= 1, m
+        for name in rewards:
+            assert 0.0 <= m[f"{prefix}/reward/{name}"] <= 1.0, m
+    if moved:  # the trained model moved away from the one it started from
+        assert m["eval/kl_to_ref"] > 0.0, m
+    else:
+        assert m["eval/kl_to_ref"] >= 0.0, m
+
+
 def load_weights(path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -52,7 +64,10 @@ def test_sft_lowers_loss_and_changes_weights(tiny_model, tmp_path):
     assert result.metrics["train/steps"] == 12
     assert result.metrics["train/loss"] < 0.8 * result.metrics["train/first_loss"], result.metrics
     assert result.metrics["params/trainable"] == result.metrics["params/total"]  # full fine-tuning
-    assert ctx.notes["data"]["rows"] == 16
+    assert ctx.notes["data"]["rows"] == 14 and ctx.notes["data"]["held_out_rows"] == 2  # eval_fraction 0.1
+    m = result.metrics
+    assert m["eval/loss"] < m["baseline/loss"] and m["eval/accuracy"] > m["baseline/accuracy"], m
+    assert_scorecard(m, rewards=[])
 
 
 def test_sft_lora_loss_falls(tiny_model, tmp_path):
@@ -109,4 +124,6 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
     assert m["train/steps"] == 2
     for key in ("train/rewards/math_accuracy/mean", "train/rewards/answer_format/mean", "train/reward"):
         assert key in m and 0.0 <= m[key] <= 1.5
+    assert_scorecard(m, rewards=["math_accuracy", "answer_format"])
+    assert (ctx.out_dir / "samples.jsonl").exists()
     assert load_weights(result.model_path).keys() == load_weights(tiny_model).keys()

@@ -6,9 +6,12 @@ MODULES = {
     "sft": "rlft.stages.sft",
     "reward_model": "rlft.stages.reward_model",
     "dpo": "rlft.stages.dpo",
+    "orpo": "rlft.stages.orpo",
+    "simpo": "rlft.stages.simpo",
     "kto": "rlft.stages.kto",
     "grpo": "rlft.stages.grpo",
     "rloo": "rlft.stages.rloo",
+    "ppo": "rlft.stages.ppo",
     "eval": "rlft.stages.eval",
 }
 

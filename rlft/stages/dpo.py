@@ -3,8 +3,11 @@
 Any ``loss_type`` TRL 1.16 offers (``sigmoid``, ``ipo``, ``hinge``, ``robust``, ``apo_zero``, ...),
 or several at once with ``loss_weights`` (e.g. MPO), set under ``trl:`` with ``beta`` and
 ``label_smoothing``. The reference model is the starting model; with LoRA it is the same weights
-with the adapter disabled, so no second copy sits in memory. Reports held-out implicit-reward
-accuracy (chosen preferred over rejected) before and after training.
+with the adapter disabled, so no second copy sits in memory. Reports the common scorecard
+(``rlft.scorecard``): ``eval/accuracy`` and ``baseline/accuracy`` (held-out pairs whose chosen
+answer the model itself prefers, by mean token log-probability — a fair "before", where the
+implicit reward of a policy equal to its reference ties every pair), ``eval/kl_to_ref`` and
+``eval/mean_length`` on held-out prompts; and TRL's implicit-reward accuracy after training.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
+    begin_scorecard,
+    end_scorecard,
     final_train_metrics,
     load_pairs,
     load_start_model,
@@ -26,17 +31,26 @@ from rlft.runtime import (
 def run(cfg: DPOStage, ctx: StageContext) -> StageResult:
     from trl import DPOTrainer
 
+    return run_preference(cfg, ctx, DPOTrainer)
+
+
+def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
+    """Evaluate, train and evaluate a preference trainer on pairs (DPO, and ORPO/SimPO from trl.experimental)."""
     train, test = load_pairs(cfg, ctx)
     model, tok = load_start_model(ctx, cfg)
+    card, baseline = begin_scorecard(cfg, ctx, test, model, tok)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg))
+    trainer = trainer_cls(
+        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg)
+    )
     before, after, metrics = train_between_evaluations(trainer, cfg.name)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/accuracies", "rewards/margins"]))
-    metrics["eval/implicit_accuracy_before"] = before.get("eval_rewards/accuracies", float("nan"))
+    metrics["eval/loss"] = after.get("eval_loss", float("nan"))
+    metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
     metrics["eval/implicit_accuracy"] = after.get("eval_rewards/accuracies", float("nan"))
     metrics["eval/implicit_margin"] = after.get("eval_rewards/margins", float("nan"))
-    metrics["eval/loss"] = after.get("eval_loss", float("nan"))
     metrics["eval/n_pairs"] = len(test)
-    ctx.tracker.summary_update(metrics)
-    path = save_model(trainer.model, tok, ctx.out_dir)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    metrics.update(baseline)
+    metrics.update(end_scorecard(card, cfg, ctx, path, test))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

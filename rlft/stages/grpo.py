@@ -2,20 +2,25 @@
 
 Each reward reference resolves to a named, checked callable; its weight becomes TRL's
 ``reward_weights``. TRL logs ``rewards/<name>/mean`` and ``/std`` per step and the weighted
-``reward``; the stage's final metrics keep the last values of each.
+``reward``; the stage's final metrics keep the last values of each. At the end the stage scores
+greedy completions to held-out prompts (``eval_data``, the bundled test split, or ``eval_fraction``)
+with the same rewards: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``eval/mean_length`` and the
+``baseline/...`` of the starting model (the common scorecard, ``rlft.scorecard``).
 """
 
 from __future__ import annotations
 
-from rlft.data import load_rows
 from rlft.errors import RlftError
 from rlft.recipe import GRPOStage
 from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
+    begin_scorecard,
     count_parameters,
+    end_scorecard,
     final_train_metrics,
+    load_split,
     load_start_model,
     lora_config,
     save_model,
@@ -31,10 +36,8 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     """The on-policy loop shared by GRPO and RLOO: same data, rewards and metrics, another TRL trainer."""
     import trl
 
-    train, fp, label = load_rows(
-        cfg.data, split=cfg.data.split or cfg.default_split, required=cfg.required_columns, base_dir=ctx.recipe_dir
-    )
-    ctx.notes["data"] = {"train": label, "rows": len(train), "fingerprint": fp}
+    train, test = load_split(cfg, ctx, required=cfg.required_columns)
+    label = ctx.notes["data"]["train"]
 
     rewards = ctx.resolve_rewards(cfg.rewards)
     for ref, resolved in zip(cfg.rewards, rewards, strict=True):
@@ -47,6 +50,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
             )
 
     model, tok = load_start_model(ctx, cfg)
+    card, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
     args = trl_config_for(
         cfg.model_copy(update={"trl": {"reward_weights": [r.weight for r in rewards], **cfg.trl}}),
         str(ctx.out_dir / "trainer"),
@@ -68,5 +72,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     keys = ["reward", "reward_std", "kl", "completions/mean_length"] + [f"rewards/{r.reward.__name__}/mean" for r in rewards]
     metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
     metrics.update(final_train_metrics(trainer.state.log_history, keys))
-    path = save_model(trainer.model, tok, ctx.out_dir)
+    metrics.update(baseline)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    metrics.update(end_scorecard(card, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

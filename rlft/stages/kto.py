@@ -2,7 +2,8 @@
 
 Unpaired rows (``prompt``, ``completion``, ``label``) are used as they are; preference pairs are
 unpaired automatically (chosen -> desirable, rejected -> undesirable). ``desirable_weight`` and
-``undesirable_weight`` sit under ``trl:``. Reports held-out loss and reward margin before and after.
+``undesirable_weight`` sit under ``trl:``. Reports held-out loss and reward margin before and after, and the common scorecard
+(``eval/accuracy`` on held-out pairs when the data is paired, ``eval/kl_to_ref``, ``eval/mean_length``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
     StageContext,
     StageResult,
+    begin_scorecard,
+    end_scorecard,
     final_train_metrics,
     load_pairs,
+    load_split,
     load_start_model,
     lora_config,
     save_model,
@@ -23,28 +27,30 @@ from rlft.runtime import (
 
 
 def _unpaired(cfg: KTOStage, ctx: StageContext):
-    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, base_dir=ctx.recipe_dir)
+    """Training rows, held-out rows for KTO's loss, and held-out rows for the scorecard (pairs when there are pairs)."""
+    rows, _, _ = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, base_dir=ctx.recipe_dir)
     if "label" in rows.column_names and "completion" in rows.column_names:
-        parts = rows.train_test_split(test_size=cfg.eval_fraction, seed=ctx.seed_for(cfg))
-        ctx.notes["data"] = {"train": label, "rows": len(parts["train"]), "held_out_rows": len(parts["test"]), "fingerprint": fp}
-        return parts["train"], parts["test"]
+        train, test = load_split(cfg, ctx)
+        return train, test, test
     train, test = load_pairs(cfg, ctx)
-    return unpair_preference(train), unpair_preference(test)
+    return unpair_preference(train), unpair_preference(test), test
 
 
 def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
     from trl import KTOTrainer
 
-    train, test = _unpaired(cfg, ctx)
+    train, test, held_out = _unpaired(cfg, ctx)
     model, tok = load_start_model(ctx, cfg)
+    card, baseline = begin_scorecard(cfg, ctx, held_out, model, tok)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     trainer = KTOTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg))
     before, after, metrics = train_between_evaluations(trainer, cfg.name)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/margins"]))
-    metrics["eval/loss_before"] = before.get("eval_loss", float("nan"))
+    metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
     metrics["eval/loss"] = after.get("eval_loss", float("nan"))
     metrics["eval/implicit_margin"] = after.get("eval_rewards/margins", float("nan"))
     metrics["eval/n_rows"] = len(test)
-    ctx.tracker.summary_update(metrics)
-    path = save_model(trainer.model, tok, ctx.out_dir)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    metrics.update(baseline)
+    metrics.update(end_scorecard(card, cfg, ctx, path, held_out))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

@@ -3,7 +3,7 @@
 Trains on preference pairs (any shape the data layer normalises: explicit prompt/chosen/rejected,
 conversational chosen/rejected lists, HH-RLHF single texts), full or LoRA, from the base model or
 an earlier stage. Reports held-out pairwise accuracy (chosen scored above rejected) before and
-after training. The saved model is a plain sequence-classification checkpoint that any later stage
+after training as ``baseline/accuracy`` and ``eval/accuracy`` (the common scorecard). The saved model is a plain sequence-classification checkpoint that any later stage
 uses as ``rewards: [{model: <this stage>}]``.
 """
 
@@ -50,10 +50,11 @@ def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
     )
     before, after, metrics = train_between_evaluations(trainer, cfg.name)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "accuracy", "margin"]))
-    metrics["eval/pairwise_accuracy"] = after["eval_accuracy"]
-    metrics["eval/pairwise_accuracy_before"] = before["eval_accuracy"]
+    metrics["eval/accuracy"] = after["eval_accuracy"]
+    metrics["baseline/accuracy"] = before["eval_accuracy"]
+    metrics["eval/loss"] = after.get("eval_loss", float("nan"))
+    metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
     metrics["eval/margin"] = after.get("eval_margin", float("nan"))
     metrics["eval/n_pairs"] = len(test)
-    ctx.tracker.summary_update(metrics)
-    path = save_model(trainer.model, tok, ctx.out_dir)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

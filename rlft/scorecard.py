@@ -1,0 +1,206 @@
+"""The common scorecard: the same held-out metric names for every stage kind.
+
+Every stage ends by scoring its model on rows it did not train on, and writes what applies:
+
+======================  ==========================================================================  =========================
+metric                  meaning                                                                     stages
+======================  ==========================================================================  =========================
+``eval/accuracy``       preference pairs ranked right (chosen above rejected; ties count half):      reward_model, dpo, kto,
+                        a reward model by its score, a policy by its mean token log-probability;     orpo, simpo, sft
+                        SFT: held-out next-token accuracy
+``eval/loss``           the trainer's own held-out loss                                              sft, reward_model, dpo,
+                                                                                                     kto, orpo, simpo
+``eval/reward/<name>``  mean reward of greedy completions to held-out prompts                        grpo, rloo, ppo, eval;
+                                                                                                     others with scorecard.rewards
+``eval/kl_to_ref``      mean over held-out prompts of the summed per-token KL(policy ‖ reference)    every stage that makes a
+                        along the policy's greedy completion, over the full vocabulary; the         policy, and eval
+                        reference is the model the stage started from (eval: its baseline)
+``eval/mean_length``    mean tokens in the greedy completions (EOS included)                         as eval/kl_to_ref
+``baseline/<metric>``   the same metric for the model the stage started from (eval: the baseline)   all of the above
+======================  ==========================================================================  =========================
+
+The KL is exact at each visited position (a sum over the vocabulary, not a sampled log-ratio), so
+it is never negative and is deterministic for a given model pair.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def prompts_of(rows) -> tuple[list, dict[str, list]] | None:
+    """Held-out prompts and their other columns (for rewards), or None when the rows have no prompts.
+
+    ``prompt`` columns are used as they are; ``messages`` conversations lose their last assistant turn;
+    preference pairs keep their prompt.
+    """
+    cols = rows.column_names
+    if "prompt" in cols:
+        prompts = list(rows["prompt"])
+    elif "messages" in cols:
+        prompts = [m[:-1] if m and m[-1].get("role") == "assistant" else m for m in rows["messages"]]
+        if any(not p for p in prompts):
+            return None
+    else:
+        return None
+    skip = {"prompt", "messages", "chosen", "rejected", "completion", "label"}
+    return prompts, {c: list(rows[c]) for c in cols if c not in skip}
+
+
+def _render(tok, prompt) -> str:
+    return tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) if isinstance(prompt, list) else prompt
+
+
+@dataclass
+class Generated:
+    """Greedy completions of one model: ``texts[i]`` and ``lengths[i]`` (tokens, EOS included) per prompt,
+    and ``kl[i]`` (summed per-token KL to the reference) when a reference was given."""
+
+    texts: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+
+
+def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int, ref=None) -> Generated:
+    """Greedy completions of ``model``; with ``ref``, also the per-prompt KL(model ‖ ref) along them."""
+    import torch
+
+    tok.padding_side = "left"
+    texts = [_render(tok, p) for p in prompts]
+    out = Generated()
+    model.eval()
+    if ref is not None:
+        ref.eval()
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            batch = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            n_prompt = batch["input_ids"].shape[1]
+            seq = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+            )
+            new = seq[:, n_prompt:]
+            keep = _until_eos(new, tok.eos_token_id, tok.pad_token_id)
+            out.texts += tok.batch_decode(new * keep + tok.pad_token_id * (1 - keep), skip_special_tokens=True)
+            out.lengths += keep.sum(1).tolist()
+            if ref is not None:
+                mask = torch.cat([batch["attention_mask"], keep], dim=1)
+                out.kl += _sequence_kl(model, ref, seq, mask, n_prompt, keep).tolist()
+    return out
+
+
+def _until_eos(new, eos_id: int, pad_id: int):
+    """1 for generated tokens up to and including the first EOS, 0 after it (and for padding)."""
+    import torch
+
+    is_end = new == eos_id
+    after_end = (torch.cumsum(is_end.long(), dim=1) - is_end.long()) > 0
+    keep = ~after_end
+    if pad_id != eos_id:
+        keep &= new != pad_id
+    return keep.long()
+
+
+def _sequence_kl(model, ref, seq, mask, n_prompt: int, keep):
+    """Sum over completion positions of KL(model(.|prefix) ‖ ref(.|prefix)), per sequence."""
+    import torch
+
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    logp = torch.log_softmax(model(input_ids=seq, attention_mask=mask, position_ids=position_ids).logits[:, n_prompt - 1 : -1].float(), -1)
+    logq = torch.log_softmax(ref(input_ids=seq, attention_mask=mask, position_ids=position_ids).logits[:, n_prompt - 1 : -1].float(), -1)
+    per_token = (logp.exp() * (logp - logq)).sum(-1).clamp(min=0.0)
+    return (per_token * keep).sum(1)
+
+
+def preference_accuracy(model, tok, pairs, *, batch_size: int = 8) -> float:
+    """Share of pairs whose chosen answer gets a higher mean token log-probability than the rejected one.
+
+    ``pairs`` has the canonical shape of ``rlft.data.normalise_preference`` (prompt messages, one-message
+    chosen and rejected). Mean, not sum, so that a shorter answer is not preferred for its length. Ties count half.
+    """
+    import torch
+
+    def answer(prompt, reply) -> tuple[str, str]:
+        head = _render(tok, prompt)
+        full = tok.apply_chat_template(prompt + reply, tokenize=False) if isinstance(prompt, list) else prompt + reply
+        return head, full
+
+    rows = list(pairs)
+    items = [answer(r["prompt"], r[side]) for r in rows for side in ("chosen", "rejected")]
+    scores: list[float] = []
+    tok.padding_side = "right"
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            enc = tok([full for _, full in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            starts = [len(tok(head, add_special_tokens=False)["input_ids"]) for head, _ in chunk]
+            logits = model(**enc).logits[:, :-1].float()
+            target = enc["input_ids"][:, 1:]
+            logp = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            for j, start in enumerate(starts):
+                n = int(enc["attention_mask"][j].sum())
+                span = logp[j, max(start - 1, 0) : n - 1]
+                scores.append(float(span.mean()) if span.numel() else float("-inf"))
+    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(scores[0::2], scores[1::2], strict=True)]
+    return statistics.fmean(wins)
+
+
+@dataclass
+class Scorecard:
+    """The held-out generation part of a stage's scorecard: prompts, rewards, and how to generate.
+
+    ``score(model, prefix)`` returns ``{prefix}/reward/<name>``, ``{prefix}/mean_length`` and, with a
+    reference, ``{prefix}/kl_to_ref``; completions are kept for ``write_samples``.
+    """
+
+    prompts: list
+    columns: dict[str, list]
+    rewards: list  # ResolvedReward
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    samples: dict[str, Generated] = field(default_factory=dict)
+    scores: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    def score(self, model, tok, prefix: str, ref=None) -> dict[str, float]:
+        gen = generate(model, tok, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, ref=ref)
+        metrics: dict[str, float] = {f"{prefix}/mean_length": statistics.fmean(gen.lengths) if gen.lengths else float("nan")}
+        if gen.kl:
+            metrics[f"{prefix}/kl_to_ref"] = statistics.fmean(gen.kl)
+        self.scores[prefix] = {}
+        for r in self.rewards:
+            values = r.reward(self.prompts, gen.texts, **self.columns)
+            self.scores[prefix][r.reward.__name__] = values
+            applicable = [v for v in values if v is not None]
+            metrics[f"{prefix}/reward/{r.reward.__name__}"] = statistics.fmean(applicable) if applicable else float("nan")
+        self.samples[prefix] = gen
+        return metrics
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for i, prompt in enumerate(self.prompts):
+            row: dict[str, Any] = {"prompt": prompt, **{k: v[i] for k, v in self.columns.items()}}
+            for prefix, gen in self.samples.items():
+                row[f"{prefix}_completion"] = gen.texts[i]
+                if gen.kl:
+                    row[f"{prefix}_kl_to_ref"] = gen.kl[i]
+                for name, values in self.scores.get(prefix, {}).items():
+                    row[f"{prefix}_{name}"] = values[i]
+            out.append(row)
+        return out
+
+    def write_samples(self, path: Path, tracker=None) -> None:
+        """``samples.jsonl`` with every prompt's completions and scores, and a W&B table of the first 200."""
+        rows = self.rows()
+        if not rows:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        if tracker is not None:
+            keys = [k for k in rows[0] if k != "prompt"]
+            tracker.log_table("eval/samples", ["prompt", *keys], [[json.dumps(r["prompt"]), *[r[k] for k in keys]] for r in rows[:200]])

@@ -1,0 +1,71 @@
+"""The common scorecard: masks, exact KL, preference accuracy, and the summary table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import build_tiny_model
+
+from rlft.scorecard import _until_eos, generate, preference_accuracy
+
+PROMPTS = [[{"role": "user", "content": f"{a}+{b}?"}] for a, b in ((1, 2), (3, 4), (12, 30))]
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    from rlft.models import load_causal_lm, load_tokenizer
+
+    root = tmp_path_factory.mktemp("two")
+    a, b = build_tiny_model(root / "a", seed=0), build_tiny_model(root / "b", seed=1)
+    return load_causal_lm(str(a)), load_causal_lm(str(b)), load_tokenizer(str(a))
+
+
+def test_completion_mask_stops_after_the_first_eos():
+    eos, pad = 9, 0
+    new = torch.tensor([[5, 9, 9, 7], [5, 6, 7, 8], [9, 0, 0, 0], [5, 6, 0, 0]])
+    assert _until_eos(new, eos, pad).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]]
+    assert _until_eos(new, eos, eos).tolist()[0] == [1, 1, 0, 0]  # pad == eos: the first one still counts
+
+
+def test_kl_is_zero_to_itself_and_positive_to_another_model(two_models):
+    a, b, tok = two_models
+    same = generate(a, tok, PROMPTS, max_new_tokens=6, batch_size=2, ref=a)
+    other = generate(a, tok, PROMPTS, max_new_tokens=6, batch_size=2, ref=b)
+    assert same.texts == other.texts  # greedy, and batching by 2 leaves a padded row
+    assert len(same.kl) == len(PROMPTS) and max(same.kl) < 1e-5
+    assert min(other.kl) > 0.01
+    assert all(1 <= n <= 6 for n in same.lengths)
+    # the KL is a sum over positions: a longer completion of the same prompts never has less
+    longer = generate(a, tok, PROMPTS, max_new_tokens=12, batch_size=3, ref=b)
+    assert all(x >= y - 1e-4 for x, y in zip(longer.kl, other.kl, strict=True))
+
+
+def test_preference_accuracy_counts_ties_half_and_follows_likelihood(two_models):
+    a, _, tok = two_models
+    prompt = [{"role": "user", "content": "q?"}]
+    ties = [{"prompt": prompt, "chosen": [{"role": "assistant", "content": "yes"}], "rejected": [{"role": "assistant", "content": "yes"}]}]
+    assert preference_accuracy(a, tok, ties) == 0.5
+    pair = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "abc"}], "rejected": [{"role": "assistant", "content": "xyz"}]}
+    flipped = {**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]}
+    assert preference_accuracy(a, tok, [pair]) + preference_accuracy(a, tok, [flipped]) == 1.0
+
+
+def test_summary_prints_one_scorecard_across_stage_kinds():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rlft.cli import scorecard_table
+
+    stages = [
+        {"name": "sft", "kind": "sft", "metrics": {"baseline/loss": 2.0, "eval/loss": 1.0, "eval/kl_to_ref": 0.5}},
+        {"name": "dpo", "kind": "dpo", "metrics": {"baseline/accuracy": 0.25, "eval/accuracy": 0.75}},
+        {"name": "rl", "kind": "grpo", "metrics": {"baseline/reward/math_accuracy": 0.1, "eval/reward/math_accuracy": 0.4}},
+        {"name": "x", "kind": "eval", "metrics": {}},
+    ]
+    out = StringIO()
+    Console(file=out, width=200).print(scorecard_table(stages))
+    text = out.getvalue()
+    assert "2.000 -> 1.000" in text and "0.250 -> 0.750" in text and "0.100 -> 0.400" in text and "0.500" in text
+    assert "math_accuracy" in text and "x (eval)" not in text
+    assert scorecard_table([{"name": "a", "kind": "sft", "metrics": {"train/loss": 1.0}}]) is None
