@@ -11,14 +11,16 @@ from rlft.errors import RlftError
 pytestmark = pytest.mark.slow
 
 
+def generate_greedy(model, tok, prompts, max_new_tokens):
+    from rlft.scorecard import generate
+
+    return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=16).texts
+
+
 def test_bundled_model_converts_caches_and_matches_gguf(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rlft.scorecard import generate
-
-    def generate_greedy(model, tok, prompts, max_new_tokens):
-        return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=16).texts
     from rlft.models import bundled_gguf, load_causal_lm, load_tokenizer, resolve_model
 
     monkeypatch.setenv("RLFT_CACHE", str(tmp_path / "cache"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import sum_rows, write_jsonl
 from test_reward_models import separable_pairs
 from test_stages import assert_scorecard, make_ctx
