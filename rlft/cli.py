@@ -63,6 +63,11 @@ def plan(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
         data = f"{s.data.source}[{s.data.split or s.default_split}]"
         table.add_row(str(i), s.name, s.kind, start, data, rewards)
     _console().print(table)
+    for s in r.stages:
+        spec = r.launch_for(s)
+        if spec.distributed:
+            how = f"accelerate launch --config_file {spec.accelerate_config}" if spec.accelerate_config else "accelerate launch --multi_gpu"
+            print(f"stage {s.name}: {how}" + (f" --num_processes {spec.num_processes}" if spec.num_processes else ""))
     print("recipe is valid")
 
 

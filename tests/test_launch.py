@@ -112,3 +112,23 @@ def test_accelerate_configs_load(name):
 
     config = load_config_from_file(str(ROOT / "recipes" / "accelerate" / f"{name}.yaml"))
     assert config.num_processes >= 8 and config.compute_environment.value == "LOCAL_MACHINE"
+
+
+def test_follower_machine_joins_training_launches_only(tiny_model, tmp_path, monkeypatch):
+    """Machine 1 of a multi-node run: no lock, no summary, one launch per training stage, eval left to machine 0."""
+    import subprocess
+
+    import rlft.pipeline as pipeline
+
+    path = sft_recipe(tmp_path, tiny_model)
+    config = ROOT / "recipes/accelerate/multi_node.yaml"
+    recipe = load_recipe(path, [f"launch.accelerate_config={config}", "launch.machine_rank=1"])
+    run_dir = tmp_path / "runs" / "mn"
+    run_dir.mkdir(parents=True)
+    (run_dir / "recipe.json").write_text("{}")  # machine 0 has started the run
+    launched = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, **kw: launched.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    summary = run_pipeline(recipe, source=str(path), run_id="mn", output_dir=str(tmp_path / "runs"))
+    assert [s["status"] for s in summary["stages"]] == ["joined", "left to machine 0"]
+    assert len(launched) == 1 and launched[0][launched[0].index("--machine_rank") + 1] == "1"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.json"]  # wrote nothing: no lock, summary or stage folder
