@@ -390,6 +390,13 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
             for model_ref in _model_refs(ref):
                 if model_ref in names and not (model_ref in earlier and earlier[model_ref].kind == "reward_model"):
                     problems.append((f"stages.{stage.name}.{key}", f"model: {model_ref!r} must name an earlier reward_model stage"))
+        if stage.kind == "ppo" and recipe.launch_for(stage).distributed:
+            problems.append(
+                (
+                    f"stages.{stage.name}.launch",
+                    f"rlft's PPO trainer runs in one process; launch this stage alone with stages.{stage.name}.launch.num_processes=1",
+                )
+            )
         earlier[stage.name] = stage
     return problems
 

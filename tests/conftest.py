@@ -60,6 +60,24 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _one_thread(request, monkeypatch):
+    """Tiny models gain nothing from threads, and spinning OpenMP threads run 10x slower when other jobs share the 2 cores.
+
+    Slow tests on the bundled model keep every core.
+    """
+    import torch
+
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # stage subprocesses of pipeline tests
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     """No test reaches the network or the user's caches."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -132,3 +132,11 @@ def test_follower_machine_joins_training_launches_only(tiny_model, tmp_path, mon
     assert [s["status"] for s in summary["stages"]] == ["joined", "left to machine 0"]
     assert len(launched) == 1 and launched[0][launched[0].index("--machine_rank") + 1] == "1"
     assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.json"]  # wrote nothing: no lock, summary or stage folder
+
+
+def test_ppo_refuses_a_multi_process_launch_at_validation(tmp_path, tiny_model):
+    base = {"name": "t", "model": str(tiny_model), "launch": {"num_processes": 2}}
+    stage = {"name": "rl", "kind": "ppo", "data": "p.jsonl", "rewards": [{"name": "math_accuracy"}]}
+    with pytest.raises(RecipeError, match=r"stages.rl.launch: rlft's PPO trainer runs in one process.*num_processes=1"):
+        recipe_from_dict({**base, "stages": [stage]})
+    recipe_from_dict({**base, "stages": [{**stage, "launch": {"num_processes": 1}}]})  # the named fix works

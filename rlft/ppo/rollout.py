@@ -1,0 +1,145 @@
+"""Sampling completions and reading log-probs, entropies and hidden states back from a causal LM.
+
+Sequences are ``prompt (left-padded, P tokens) + completion (right-padded, T tokens)``. Position ids
+come from the attention mask, as ``generate`` makes them, so that the log-probs recomputed here are
+those of the distribution the tokens were sampled from (tempered by the same temperature).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlft.ppo.core import entropy_from_logits, logprobs_of
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled completions (B rows).
+
+    ``query_ids``/``query_mask``: (B, P) left-padded prompt tokens; ``completion_ids``: (B, T)
+    sampled tokens, padding after EOS; ``completion_mask``: (B, T) float, 1.0 up to and including
+    EOS; ``ended``: (B,) bool, the completion stopped at EOS (not at ``max_completion_length``);
+    ``texts``: the decoded completions, special tokens dropped.
+    """
+
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    ended: torch.Tensor
+    texts: list[str]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """(B, P + T) prompt and completion tokens."""
+        return torch.cat([self.query_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, P + T): prompt padding and everything after EOS masked."""
+        return torch.cat([self.query_mask, self.completion_mask.to(self.query_mask.dtype)], dim=1)
+
+    def rows(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask)`` of some rows."""
+        return self.input_ids[index], self.attention_mask[index]
+
+
+def prompt_texts(tokenizer, prompts: list) -> list[str]:
+    """Chat message lists through the chat template (with the generation prompt); strings unchanged."""
+    return [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) if isinstance(p, list) else p for p in prompts]
+
+
+def encode_prompts(tokenizer, prompts: list, max_prompt_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids and mask, (B, P); over-long prompts keep their last tokens."""
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    batch = tokenizer(
+        prompt_texts(tokenizer, prompts),
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+        truncation=max_prompt_length is not None,
+        max_length=max_prompt_length,
+    )
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask, ended)`` of right-padded completions: (B, T) float up to the first EOS inclusive, (B,) bool."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
+    ended = is_eos.any(dim=1)
+    steps = completion_ids.shape[1]
+    first_eos = torch.where(ended, is_eos.float().argmax(dim=1), torch.full_like(ended, steps - 1, dtype=torch.long))
+    positions = torch.arange(steps, device=completion_ids.device).unsqueeze(0)
+    return (positions <= first_eos.unsqueeze(1)).float(), ended
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompts: list, *, args, eos_ids: list[int], device) -> Rollout:
+    """Sample one completion per prompt with ``args.temperature``/``top_p``, stopping at EOS."""
+    from transformers import GenerationConfig
+
+    query_ids, query_mask = encode_prompts(tokenizer, prompts, args.max_prompt_length)
+    query_ids, query_mask = query_ids.to(device), query_mask.to(device)
+    config = GenerationConfig(
+        max_new_tokens=args.max_completion_length,
+        do_sample=True,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=0,  # sample from the tempered distribution itself, whose log-probs PPO uses
+        eos_token_id=eos_ids,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    was_training = model.training
+    model.eval()  # generate turns the KV cache off under activation checkpointing in train mode
+    out = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
+    model.train(was_training)
+    completion_ids = out[:, query_ids.shape[1] :]
+    mask, ended = completion_mask(completion_ids, eos_ids)
+    completion_ids = torch.where(mask.bool(), completion_ids, tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return Rollout(query_ids, query_mask, completion_ids, mask, ended, texts)
+
+
+@dataclass
+class PolicyOutput:
+    """What one forward of the policy gives about the completion tokens (B, T each; ``hidden`` (B, T, H))."""
+
+    logprobs: torch.Tensor
+    entropy: torch.Tensor | None
+    hidden: torch.Tensor | None  # last-layer states before each completion token, for a shared critic
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as ``generate`` does with left padding."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def policy_forward(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n_completion: int,
+    temperature: float,
+    *,
+    with_entropy: bool = False,
+    with_hidden: bool = False,
+) -> PolicyOutput:
+    """Log-probs of the last ``n_completion`` tokens under the tempered policy (and entropy, hidden states)."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        logits_to_keep=n_completion + 1,  # the LM head only where completion tokens are predicted
+        output_hidden_states=with_hidden,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1] / temperature
+    targets = input_ids[:, -n_completion:]
+    return PolicyOutput(
+        logprobs=logprobs_of(logits, targets),
+        entropy=entropy_from_logits(logits) if with_entropy else None,
+        hidden=out.hidden_states[-1][:, -n_completion - 1 : -1] if with_hidden else None,
+    )

@@ -1,0 +1,108 @@
+"""On-policy RL with rlft's own PPO (actor-critic, GAE, KL penalty to the starting model).
+
+TRL 1.16 has no PPO trainer, so this stage drives ``rlft.ppo.PPOTrainer``; ``trl:`` holds
+``rlft.ppo.PPOConfig`` keys (TrainingArguments plus PPO's). Rewards resolve as for GRPO, weights
+included. The critic (``trl.critic``) is ``separate`` — its own backbone, started from the reward
+model when the first reward is ``model:``, else from the starting policy — or ``shared`` (a head on
+the policy). With LoRA both policy and a separate critic train adapters; the reference is the
+policy with its adapter disabled. Saves the policy (merged) under ``model/`` and the critic under
+``value_model/``, then scores greedy completions to held-out prompts with the same rewards (the
+common scorecard: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``baseline/...``).
+
+Per-step metrics are logged as ``train/<key>``, with TRL GRPO's names where they overlap
+(``reward``, ``rewards/<name>/mean``, ``kl``, ``entropy``, ``completions/mean_length``), PPO's own
+under ``ppo/`` and timings under ``time/``. The stage runs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rlft.errors import RlftError
+from rlft.recipe import PPOStage
+from rlft.recipe_checks import trl_config_for
+from rlft.runtime import (
+    StageContext,
+    StageResult,
+    begin_scorecard,
+    count_parameters,
+    end_scorecard,
+    final_train_metrics,
+    load_split,
+    load_start_model,
+    lora_config,
+    save_model,
+)
+
+
+def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
+    from transformers import set_seed
+
+    from rlft.ppo import PPOTrainer
+    from rlft.ppo.trainer import ProgressLine
+    from rlft.ppo.value import critic_start, load_value_model
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RlftError(
+            "the ppo stage runs in one process; rlft's PPO trainer does not split work across processes",
+            where=f"stages.{cfg.name}.launch",
+            fix=f"launch this stage without accelerate: stages.{cfg.name}.launch.num_processes=1",
+        )
+    train, test = load_split(cfg, ctx, required=cfg.required_columns)
+    label = ctx.notes["data"]["train"]
+
+    rewards = ctx.resolve_rewards(cfg.rewards)
+    for ref, resolved in zip(cfg.rewards, rewards, strict=True):
+        missing = [c for c in resolved.required_columns if c not in train.column_names]
+        if missing:
+            raise RlftError(
+                f"reward {ref.label} needs column(s) {missing}, which data {label} lacks",
+                where=f"stages.{cfg.name}.rewards",
+                fix=f"its columns are {train.column_names}; map one with `data.columns`",
+            )
+
+    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    set_seed(args.seed)  # LoRA and value-head initialisation
+    model, tok = load_start_model(ctx, cfg)
+    card, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
+    value_model = None
+    if args.critic == "separate":
+        start, why = critic_start(rewards[0].reward, ctx.notes["start_model"], tok)
+        print(f"[{cfg.name}] critic starts from {why}", flush=True)
+        ctx.notes["critic"] = {"kind": "separate", "start": start}
+        value_model = load_value_model(
+            start, tok, peft_config=lora_config(cfg, "TOKEN_CLS"), trust_remote_code=ctx.recipe.trust_remote_code
+        )
+    else:
+        ctx.notes["critic"] = {"kind": "shared"}
+
+    def log_step(step: int, total: int, logs: dict) -> None:
+        ctx.tracker.log({f"train/{k}": v for k, v in logs.items()}, step=step)
+
+    trainer = PPOTrainer(
+        model=model,
+        tokenizer=tok,
+        args=args,
+        train_dataset=train,
+        reward_funcs=[r.reward for r in rewards],
+        reward_weights=[r.weight for r in rewards],
+        value_model=value_model,
+        peft_config=lora_config(cfg),
+        callbacks=[log_step, ProgressLine(cfg.name)],
+    )
+    params = count_parameters(trainer.model)
+    critic = count_parameters(trainer.critic)
+    output = trainer.train()
+
+    keys = ["reward", "reward_std", "kl", "entropy", "completions/mean_length", "ppo/explained_variance", "ppo/kl_coef"]
+    keys += [f"rewards/{r.reward.__name__}/mean" for r in rewards]
+    metrics = {**params, "params/critic_trainable": critic["params/trainable"]}
+    metrics.update({"train/runtime_s": output.runtime_s, "train/steps": output.global_step})
+    metrics.update(final_train_metrics(output.log_history, keys))
+    metrics["train/first_reward"] = output.log_history[0]["reward"]
+    metrics.update(baseline)
+    path = save_model(trainer.model, tok, ctx.out_dir)
+    trainer.critic.save(ctx.out_dir / "value_model", tok)
+    ctx.notes["value_model"] = "value_model"  # relative to the stage folder
+    metrics.update(end_scorecard(card, cfg, ctx, path))
+    return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)
