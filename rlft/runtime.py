@@ -56,10 +56,20 @@ class StageContext:
         """Earlier reward_model stages by name, with their saved folders (for ``model:`` rewards)."""
         return {name: r.model_path for name, r in self.results.items() if r.kind == "reward_model"}
 
-    def resolve_rewards(self, refs) -> list:
+    def resolve_rewards(self, refs, *, columns: list[str] | None = None, data_label: str = "", where: str | None = None) -> list:
+        """Resolve reward references; with ``columns``, check each reward finds the dataset columns it needs."""
         from rlft.reward_refs import resolve_ref
 
-        return [resolve_ref(r, base_dir=self.recipe_dir, stage_models=self.reward_models()) for r in refs]
+        rewards = [resolve_ref(r, base_dir=self.recipe_dir, stage_models=self.reward_models()) for r in refs]
+        for ref, resolved in zip(refs, rewards, strict=True):
+            missing = [c for c in resolved.required_columns if columns is not None and c not in columns]
+            if missing:
+                raise RlftError(
+                    f"reward {ref.label} needs column(s) {missing}, which data {data_label} lacks",
+                    where=where,
+                    fix=f"its columns are {list(columns)}; map one with `data.columns`",
+                )
+        return rewards
 
     def model_ref(self, stage_name: str | None) -> str:
         """The folder or reference to load for ``init_from`` (None = the recipe's base model)."""

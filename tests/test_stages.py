@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import sum_rows, write_jsonl
 
@@ -127,3 +128,18 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
     assert_scorecard(m, rewards=["math_accuracy", "answer_format"])
     assert (ctx.out_dir / "samples.jsonl").exists()
     assert load_weights(result.model_path).keys() == load_weights(tiny_model).keys()
+
+
+@pytest.mark.parametrize("kind", ["grpo", "ppo", "eval"])
+def test_reward_missing_its_column_is_named_before_training(tiny_model, tmp_path, kind):
+    from rlft import stages
+    from rlft.errors import RlftError
+
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"{i}+1="} for i in range(8)])  # no answer column
+    stage = {"name": "s", "kind": kind, "data": "prompts.jsonl", "rewards": [{"name": "math_accuracy"}]}
+    recipe = recipe_from_dict({"name": "t", "model": str(tiny_model), "tracking": {"mode": "disabled"}, "stages": [stage]})
+    ctx = make_ctx(recipe, tmp_path, "s")
+    with pytest.raises(RlftError) as info:
+        stages.get(kind).run(recipe.stage("s"), ctx)
+    assert "math_accuracy needs column(s) ['answer']" in info.value.what and info.value.where == "stages.s.rewards"
+    assert "start_model" not in ctx.notes  # no model was loaded

@@ -11,7 +11,6 @@ and a W&B table.
 from __future__ import annotations
 
 from rlft.data import load_rows
-from rlft.errors import RlftError
 from rlft.recipe import EvalStage
 from rlft.runtime import StageContext, StageResult
 from rlft.scorecard import Scorecard
@@ -29,13 +28,7 @@ def run(cfg: EvalStage, ctx: StageContext) -> StageResult:
 
     rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, required=cfg.required_columns, base_dir=ctx.recipe_dir)
     ctx.notes["data"] = {"eval": label, "rows": len(rows), "fingerprint": fp}
-    rewards = ctx.resolve_rewards(cfg.rewards)
-    for r in rewards:
-        missing = [c for c in r.required_columns if c not in rows.column_names]
-        if missing:
-            raise RlftError(
-                f"reward {r.reward.__name__} needs column(s) {missing}, which {label} lacks", where=f"stages.{cfg.name}.rewards"
-            )
+    rewards = ctx.resolve_rewards(cfg.rewards, columns=rows.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
     card = Scorecard(
         prompts=list(rows["prompt"]),
         columns={c: list(rows[c]) for c in rows.column_names if c != "prompt"},

@@ -10,7 +10,6 @@ with the same rewards: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``eval/mean_l
 
 from __future__ import annotations
 
-from rlft.errors import RlftError
 from rlft.recipe import GRPOStage
 from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
@@ -39,15 +38,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     train, test = load_split(cfg, ctx, required=cfg.required_columns)
     label = ctx.notes["data"]["train"]
 
-    rewards = ctx.resolve_rewards(cfg.rewards)
-    for ref, resolved in zip(cfg.rewards, rewards, strict=True):
-        missing = [c for c in resolved.required_columns if c not in train.column_names]
-        if missing:
-            raise RlftError(
-                f"reward {ref.label} needs column(s) {missing}, which data {label} lacks",
-                where=f"stages.{cfg.name}.rewards",
-                fix=f"its columns are {train.column_names}; map one with `data.columns`",
-            )
+    rewards = ctx.resolve_rewards(cfg.rewards, columns=train.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
 
     model, tok = load_start_model(ctx, cfg)
     card, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)

@@ -51,15 +51,7 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     train, test = load_split(cfg, ctx, required=cfg.required_columns)
     label = ctx.notes["data"]["train"]
 
-    rewards = ctx.resolve_rewards(cfg.rewards)
-    for ref, resolved in zip(cfg.rewards, rewards, strict=True):
-        missing = [c for c in resolved.required_columns if c not in train.column_names]
-        if missing:
-            raise RlftError(
-                f"reward {ref.label} needs column(s) {missing}, which data {label} lacks",
-                where=f"stages.{cfg.name}.rewards",
-                fix=f"its columns are {train.column_names}; map one with `data.columns`",
-            )
+    rewards = ctx.resolve_rewards(cfg.rewards, columns=train.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
 
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     set_seed(args.seed)  # LoRA and value-head initialisation
