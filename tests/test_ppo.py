@@ -327,3 +327,36 @@ def test_separate_critic_starts_from_the_reward_model(tiny_model, tmp_path):
     assert torch.equal(critic["score.weight"], reward_model["score.weight"])  # the RM's head is the value head
     assert torch.equal(critic["score.bias"], torch.zeros(1))
     assert all(torch.equal(critic[k], v) for k, v in reward_model.items() if k.startswith("model."))
+
+
+def test_bf16_runs_steps_under_autocast_and_fp16_is_refused(tiny_model):
+    """bf16: each step runs under bf16 autocast while the weights stay fp32 (CPU autocast stands in for a GPU's)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlft.ppo import PPOConfig, PPOTrainer
+
+    with pytest.raises(ValueError, match="fp16 needs a loss scaler"):
+        PPOConfig(output_dir="/tmp/unused", report_to="none", use_cpu=True, fp16=True)
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    rows = Dataset.from_list([{"prompt": r["prompt"]} for r in sum_rows(4, with_completion=False)])
+    args = PPOConfig(
+        output_dir="/tmp/unused",
+        report_to="none",
+        use_cpu=True,
+        max_steps=1,
+        per_device_train_batch_size=4,
+        max_completion_length=4,
+        critic="shared",
+    )
+    args.bf16 = True  # TrainingArguments refuses bf16 without a GPU; what is tested is the trainer's handling of it
+    trainer = PPOTrainer(model, tok, args, rows, [lambda prompts, completions, **kw: [1.0] * len(completions)])
+    seen = []
+    step = trainer.step
+    trainer.step = lambda batch: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))) or step(batch)
+    output = trainer.train()
+    assert seen == [(True, torch.bfloat16)] and output.global_step == 1
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert math.isfinite(output.log_history[0]["ppo/policy_loss"])

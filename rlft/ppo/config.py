@@ -72,6 +72,8 @@ class PPOConfig(TrainingArguments):
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             problems.append(f"temperature must be positive (PPO samples), got {self.temperature}")
+        if self.fp16:
+            problems.append("fp16 needs a loss scaler, which rlft's PPO does not have; use bf16: true (autocast) instead")
         if not 0.0 < self.top_p <= 1.0:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
         if problems:

@@ -21,7 +21,8 @@ TRL removed its PPOTrainer in 1.13; this one follows TRL's former PPOv2 and Open
 6. **log** — reward, KL, entropy, losses, clip fractions, explained variance, timings; an
    adaptive KL coefficient moves towards ``target_kl`` (Ziegler et al. 2019).
 
-``max_steps`` counts such steps; the learning rate follows transformers' scheduler
+With ``bf16: true`` each step runs under bf16 autocast (fp32 master weights; fp16 is refused: no
+loss scaler). ``max_steps`` counts such steps; the learning rate follows transformers' scheduler
 (``lr_scheduler_type``, ``warmup_steps``) over all optimizer steps. Padding — before prompts, after
 EOS — is masked everywhere. The pure math lives in ``rlft.ppo.core``, sampling in
 ``rlft.ppo.rollout``, the critic in ``rlft.ppo.value``.
@@ -197,12 +198,17 @@ class PPOTrainer:
         t0 = time.time()
         batches = self._prompt_batches()
         for step in range(1, self.max_steps + 1):
-            logs = self.step(next(batches))
+            with self._autocast():
+                logs = self.step(next(batches))
             self.global_step = step
             self.log_history.append({"step": step, **logs})
             for callback in self.callbacks:
                 callback(step, self.max_steps, logs)
         return TrainOutput(self.global_step, time.time() - t0, self.log_history)
+
+    def _autocast(self):
+        """``bf16: true``: forward passes under bf16 autocast (weights and optimizer state stay fp32); else a no-op."""
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16))
 
     def _prompt_batches(self) -> Iterator[dict[str, list]]:
         """Rollout batches of rows (column -> values), from seeded shuffles of the data, cycling."""
