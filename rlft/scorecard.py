@@ -104,15 +104,35 @@ def _until_eos(new, eos_id: int, pad_id: int):
     return keep.long()
 
 
-def _sequence_kl(model, ref, seq, mask, n_prompt: int, keep):
-    """Sum over completion positions of KL(model(.|prefix) ‖ ref(.|prefix)), per sequence."""
+def _sequence_kl(model, ref, seq, mask, n_prompt: int, keep, chunk: int = 8):
+    """Sum over completion positions of KL(model(.|prefix) ‖ ref(.|prefix)), per sequence.
+
+    Only the positions that predict completion tokens get logits (``logits_to_keep``), and rows go
+    through in chunks, so the (rows x positions x vocabulary) tensors stay small.
+    """
     import torch
 
+    n_new = seq.shape[1] - n_prompt
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    logp = torch.log_softmax(model(input_ids=seq, attention_mask=mask, position_ids=position_ids).logits[:, n_prompt - 1 : -1].float(), -1)
-    logq = torch.log_softmax(ref(input_ids=seq, attention_mask=mask, position_ids=position_ids).logits[:, n_prompt - 1 : -1].float(), -1)
-    per_token = (logp.exp() * (logp - logq)).sum(-1).clamp(min=0.0)
-    return (per_token * keep).sum(1)
+    out = []
+    for i in range(0, seq.shape[0], chunk):
+        rows = slice(i, i + chunk)
+        logp = _completion_logprobs(model, seq[rows], mask[rows], position_ids[rows], n_new)
+        logq = _completion_logprobs(ref, seq[rows], mask[rows], position_ids[rows], n_new)
+        per_token = (logp.exp() * (logp - logq)).sum(-1).clamp(min=0.0)
+        out.append((per_token * keep[rows]).sum(1))
+    return torch.cat(out)
+
+
+def _completion_logprobs(model, ids, mask, position_ids, n_new: int):
+    """Log-probabilities of the next token at the ``n_new`` positions that predict the completion."""
+    import torch
+
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=n_new + 1).logits
+    except TypeError:  # a model whose forward has no logits_to_keep
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    return torch.log_softmax(logits[:, -(n_new + 1) : -1].float(), -1)
 
 
 def preference_accuracy(model, tok, pairs, *, batch_size: int = 8) -> float:

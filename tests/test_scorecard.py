@@ -69,3 +69,30 @@ def test_summary_prints_one_scorecard_across_stage_kinds():
     assert "2.000 -> 1.000" in text and "0.250 -> 0.750" in text and "0.100 -> 0.400" in text and "0.500" in text
     assert "math_accuracy" in text and "x (eval)" not in text
     assert scorecard_table([{"name": "a", "kind": "sft", "metrics": {"train/loss": 1.0}}]) is None
+
+
+def test_kl_with_kept_logits_and_chunks_equals_the_full_computation(two_models):
+    """logits_to_keep and row chunks are only economies: the KL equals full-logit, one-batch KL."""
+    a, b, tok = two_models
+
+    class FullLogitsOnly(torch.nn.Module):  # a forward without logits_to_keep takes the fallback path
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, position_ids):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    from rlft.scorecard import _sequence_kl
+
+    tok.padding_side = "left"
+    enc = tok([tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in PROMPTS], return_tensors="pt", padding=True)
+    n_prompt = enc["input_ids"].shape[1]
+    seq = a.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    keep = _until_eos(seq[:, n_prompt:], tok.eos_token_id, tok.pad_token_id)
+    mask = torch.cat([enc["attention_mask"], keep], dim=1)
+    with torch.inference_mode():
+        fast = _sequence_kl(a, b, seq, mask, n_prompt, keep, chunk=2)
+        full = _sequence_kl(FullLogitsOnly(a), FullLogitsOnly(b), seq, mask, n_prompt, keep, chunk=8)
+    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5)
+    assert (full > 0).all()
