@@ -1,0 +1,150 @@
+"""Reading runs back: one shape for a W&B run, from the local ``run-<id>.wandb`` file.
+
+wandb 0.31 keeps an offline run's config, summary and history only inside ``run-<id>.wandb``. That
+file is a LevelDB-style log: a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks
+of chunks (crc32c:4, length:2, type:1 — full, first, middle, last), each record a serialised
+``wandb_internal_pb2.Record``. ``read_wandb_file`` decodes it into a ``WandbRun``; a file cut short
+(a killed run) yields everything up to the cut, with state ``crashed``; bytes that are not a W&B
+log give an ``RlftError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlft.errors import RlftError
+
+MAGIC = b":W&B"
+HEADER = struct.Struct("<4sHB")  # magic, 0xBEE1, version
+CHUNK = struct.Struct("<IHB")  # crc32c, length, type
+BLOCK = 32 * 1024
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+@dataclass
+class WandbRun:
+    """A run as rlft reads it back, from whichever source (local file or W&B API)."""
+
+    id: str
+    project: str = ""
+    group: str = ""
+    job_type: str = ""
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one dict per logged step, with "_step"
+    state: str = "running"  # finished | failed | crashed | running
+    exit_code: int | None = None
+    source: str = ""
+
+
+def _payloads(data: bytes, path: Path) -> tuple[list[bytes], bool]:
+    """The record payloads of a W&B log, and whether the file ended in the middle of one (truncated)."""
+    if len(data) < HEADER.size:
+        raise RlftError(f"{path} is not a W&B run file (only {len(data)} bytes)", fix="pass a run-<id>.wandb file written by wandb")
+    magic, ident, version = HEADER.unpack_from(data, 0)
+    if magic != MAGIC or ident != 0xBEE1 or version != 0:
+        raise RlftError(f"{path} is not a W&B run file (bad header)", fix="pass a run-<id>.wandb file written by wandb")
+    out, pending, pos = [], None, HEADER.size
+    while pos < len(data):
+        left_in_block = BLOCK - pos % BLOCK
+        if left_in_block < CHUNK.size:  # block trailer: zero padding
+            pos += left_in_block
+            continue
+        if pos + CHUNK.size > len(data):
+            return out, True
+        _crc, length, kind = CHUNK.unpack_from(data, pos)
+        if kind == 0 and length == 0:  # zeroed tail: preallocated or padded space
+            pos += left_in_block
+            continue
+        start, end = pos + CHUNK.size, pos + CHUNK.size + length
+        if kind not in (FULL, FIRST, MIDDLE, LAST) or length > left_in_block - CHUNK.size:
+            raise RlftError(
+                f"{path} is corrupted at byte {pos} (chunk type {kind}, length {length})", fix="the run file is damaged; re-run the stage"
+            )
+        if end > len(data):
+            return out, True
+        piece = data[start:end]
+        if kind == FULL:
+            out.append(piece)
+        elif kind == FIRST:
+            pending = piece
+        elif pending is not None:
+            pending += piece
+            if kind == LAST:
+                out.append(pending)
+                pending = None
+        pos = end
+    return out, pending is not None
+
+
+def _value(item) -> Any:
+    return json.loads(item.value_json)
+
+
+def _key(item) -> list[str]:
+    return list(item.nested_key) if item.nested_key else [item.key]
+
+
+def _set(target: dict, keys: list[str], value) -> None:
+    for k in keys[:-1]:
+        target = target.setdefault(k, {})
+    target[keys[-1]] = value
+
+
+def read_wandb_file(path: str | Path) -> WandbRun:
+    """Decode a ``run-<id>.wandb`` file: meta, config, summary and the full step history."""
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    path = Path(path)
+    if not path.exists():
+        raise RlftError(f"W&B run file {path} does not exist", fix="look under runs/<run id>/wandb/*/run-*.wandb")
+    payloads, truncated = _payloads(path.read_bytes(), path)
+    run = WandbRun(id=path.stem.removeprefix("run-"), source=str(path))
+    for i, payload in enumerate(payloads):
+        record = pb.Record()
+        try:
+            record.ParseFromString(payload)
+        except DecodeError as exc:
+            raise RlftError(
+                f"{path} is corrupted: record {i} does not decode ({exc})", fix="the run file is damaged; re-run the stage"
+            ) from None
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            r = record.run
+            run.id, run.project, run.group, run.job_type = r.run_id or run.id, r.project, r.run_group, r.job_type
+            run.name, run.tags = r.display_name, list(r.tags)
+            for item in r.config.update:
+                _set(run.config, _key(item), _value(item))
+        elif kind == "config":
+            for item in record.config.update:
+                _set(run.config, _key(item), _value(item))
+            for item in record.config.remove:
+                run.config.pop(item.key, None)
+        elif kind == "history":
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                _set(row, _key(item), _value(item))
+            if record.history.HasField("step"):
+                row["_step"] = record.history.step.num
+            run.history.append(row)
+        elif kind == "summary":
+            for item in record.summary.update:
+                _set(run.summary, _key(item), _value(item))
+            for item in record.summary.remove:
+                run.summary.pop(item.key, None)
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
+    run.config.pop("_wandb", None)  # wandb's own bookkeeping
+    run.summary.pop("_wandb", None)
+    if run.exit_code is not None:
+        run.state = "finished" if run.exit_code == 0 else "failed"
+    else:
+        run.state = "crashed" if truncated else "running"
+    return run
