@@ -354,7 +354,9 @@ def progress_callback(stage_name: str):
                     shown.append(f"{key} {logs[key]:.4g}")
             for key, v in logs.items():
                 if key.startswith("rewards/") and key.endswith("/mean"):
-                    shown.append(f"{key.split('/')[1]} {v:.3g}")
+                    shown.append(
+                        f"{key.removeprefix('rewards/').removesuffix('/mean').rsplit('/', 1)[-1]} {v:.3g}"
+                    )  # ensemble members by name
             print(f"[{stage_name}] step {done}/{total} · {_fmt(elapsed)} elapsed · ETA {_fmt(eta)} · " + " · ".join(shown), flush=True)
 
     return Progress()

@@ -143,3 +143,17 @@ def test_reward_missing_its_column_is_named_before_training(tiny_model, tmp_path
         stages.get(kind).run(recipe.stage("s"), ctx)
     assert "math_accuracy needs column(s) ['answer']" in info.value.what and info.value.where == "stages.s.rewards"
     assert "start_model" not in ctx.notes  # no model was loaded
+
+
+def test_progress_line_names_ensemble_members(capsys):
+    from types import SimpleNamespace
+
+    from rlft.runtime import progress_callback
+
+    cb = progress_callback("rl")
+    state = SimpleNamespace(global_step=1, max_steps=3)
+    cb.on_train_begin(None, state, None)
+    logs = {"reward": 0.5, "rewards/mean(rm,len)/mean": 0.5, "rewards/mean(rm,len)/rm/mean": 0.25, "rewards/mean(rm,len)/len/mean": 1.0}
+    cb.on_log(None, state, None, logs=logs)
+    line = capsys.readouterr().out
+    assert line.startswith("[rl] step 1/3") and "mean(rm,len) 0.5 · rm 0.25 · len 1" in line
