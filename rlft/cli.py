@@ -169,6 +169,35 @@ def summary(run_dir: Annotated[Path, typer.Argument(help="a run folder, e.g. run
     print_summary(json.loads(path.read_text()), _console())
 
 
+@app.command("runs")
+def runs_command(folder: Annotated[Path, typer.Argument(help="a folder of runs, or one run folder")] = Path("runs")) -> None:
+    """List the pipeline runs found locally: recipe, stages and their status, start, duration, headline metric."""
+    import datetime as dt
+
+    from rich.table import Table
+
+    from rlft.runs import find_pipeline_runs
+
+    try:
+        found = find_pipeline_runs(folder)
+    except Exception as exc:
+        _fail(exc)
+    if not found:
+        print(f"no runs under {folder} (a run folder holds summary.json)")
+        return
+    table = Table(title=f"runs in {folder}")
+    for col in ("run id", "recipe", "status", "stages", "started", "took", "headline"):
+        table.add_column(col)
+    for r in found:
+        marks = {"done": "✓", "cached": "✓", "failed": "✗", "not run": "·"}
+        stages = " ".join(f"{name}{marks.get(status, '?')}" for name, _, status in r.stages)
+        started = dt.datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else ""
+        took = f"{r.duration_s / 60:.1f} min" if r.duration_s else ""
+        head = f"{r.headline[0]} {r.headline[1]:.3f}" if r.headline else ""
+        table.add_row(r.run_id, r.recipe, r.status, stages, started, took, head)
+    _console().print(table)
+
+
 rewards_app = typer.Typer(help="Inspect and try reward functions before spending compute.", no_args_is_help=True)
 app.add_typer(rewards_app, name="rewards")
 

@@ -74,3 +74,43 @@ def test_corrupted_file_is_a_clear_error(wandb_file, tmp_path, damage, message):
     with pytest.raises(RlftError, match=message) as info:
         read_wandb_file(bad)
     assert str(bad) in info.value.what
+
+
+def test_rlft_runs_lists_pipeline_runs_with_status_and_headline(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def summary(run_id, started, stages, status="done"):
+        folder = tmp_path / run_id
+        folder.mkdir()
+        data = {"run_id": run_id, "recipe": "quickstart", "status": status, "started": started, "finished": started + 90, "stages": stages}
+        (folder / "summary.json").write_text(json.dumps(data))
+
+    summary("b", 2000.0, [{"name": "sft", "kind": "sft", "status": "done", "metrics": {"eval/loss": 0.5}}])
+    summary(
+        "a",
+        1000.0,
+        [
+            {"name": "sft", "kind": "sft", "status": "cached", "metrics": {"eval/accuracy": 0.9}},
+            {"name": "rl", "kind": "grpo", "status": "failed", "metrics": {}},
+            {"name": "eval", "kind": "eval", "status": "not run"},
+        ],
+        status="failed",
+    )
+    from rlft.runs import find_pipeline_runs
+
+    runs = find_pipeline_runs(tmp_path)
+    assert [r.run_id for r in runs] == ["a", "b"]  # oldest first
+    assert runs[0].headline == ("sft:eval/accuracy", 0.9) and runs[1].headline == ("sft:eval/loss", 0.5)
+    assert runs[0].stages == [("sft", "sft", "cached"), ("rl", "grpo", "failed"), ("eval", "eval", "not run")]
+    out = subprocess.run(
+        [sys.executable, "-m", "rlft.cli", "runs", str(tmp_path)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
+    assert out.returncode == 0, out.stderr
+    assert "sft✓ rl✗ eval·" in out.stdout and "1.5 min" in out.stdout and "sft:eval/accuracy 0.900" in out.stdout
+
+    (tmp_path / "b" / "summary.json").write_text("{not json")
+    bad = subprocess.run([sys.executable, "-m", "rlft.cli", "runs", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "b/summary.json is not valid JSON" in bad.stderr
