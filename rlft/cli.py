@@ -198,6 +198,24 @@ def runs_command(folder: Annotated[Path, typer.Argument(help="a folder of runs, 
     _console().print(table)
 
 
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="run ids (folders under --runs-dir; also their W&B group), run folders, or RUN/STAGE")],
+    runs_dir: Annotated[Path, typer.Option(help="where run ids are looked up")] = Path("runs"),
+    format: Annotated[str, typer.Option("--format", help="rich (terminal), csv, markdown or json")] = "rich",  # noqa: A002
+) -> None:
+    """Compare runs: the held-out scorecard of each run and stage side by side, best value per column marked."""
+    from rlft.compare import load_rows, render
+
+    try:
+        rows = load_rows(list(runs), runs_dir)
+        text = render(rows, format, console=_console())
+    except Exception as exc:
+        _fail(exc)
+    if text is not None:
+        sys.stdout.write(text)
+
+
 rewards_app = typer.Typer(help="Inspect and try reward functions before spending compute.", no_args_is_help=True)
 app.add_typer(rewards_app, name="rewards")
 

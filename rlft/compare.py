@@ -1,0 +1,155 @@
+"""``rlft compare``: the common scorecard of several runs side by side, best value per column marked.
+
+A row is one stage of one pipeline run. Runs are named by run id (a folder under the runs folder, which
+is also the W&B group of its stages), by path, or as ``RUN/STAGE`` for one stage. Figures come from
+each stage's W&B run (the local ``run-<id>.wandb`` file's summary) when it has one, else from the
+run's ``summary.json``: both hold what the stage logged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlft.errors import RlftError
+
+# column -> (metric, which way is better: +1 higher, -1 lower, 0 no direction)
+FIXED_COLUMNS = {
+    "accuracy": ("eval/accuracy", +1),
+    "kl_to_ref": ("eval/kl_to_ref", -1),
+    "mean_length": ("eval/mean_length", 0),
+    "train_s": ("train/runtime_s", -1),
+    "trainable_params": ("params/trainable", 0),
+}
+
+
+@dataclass
+class Row:
+    run: str
+    stage: str
+    kind: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+
+
+def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str]:
+    """What the stage logged: its W&B summary when its .wandb file is here, else summary.json's copy."""
+    from rlft.runs import read_wandb_file
+
+    wandb_id = stage.get("wandb_run_id")
+    if wandb_id:
+        files = sorted(run_dir.glob(f"wandb/*-{wandb_id}/run-{wandb_id}.wandb"))
+        if files:
+            return read_wandb_file(files[-1]).summary, str(files[-1])
+    return dict(stage.get("metrics") or {}), str(run_dir / "summary.json")
+
+
+def load_rows(refs: list[str], runs_dir: Path) -> list[Row]:
+    """One row per stage of each named run (or just the named stage of ``RUN/STAGE``)."""
+    rows: list[Row] = []
+    for ref in refs:
+        run_dir, only = _resolve(ref, runs_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        stages = [s for s in summary.get("stages", []) if only is None or s["name"] == only]
+        if only is not None and not stages:
+            names = [s["name"] for s in summary.get("stages", [])]
+            raise RlftError(f"run {run_dir.name} has no stage {only!r}", fix=f"its stages are: {', '.join(names)}")
+        for stage in stages:
+            if stage.get("status") not in ("done", "cached"):
+                continue
+            metrics, source = _stage_metrics(run_dir, stage)
+            rows.append(
+                Row(run=summary.get("run_id", run_dir.name), stage=stage["name"], kind=stage["kind"], metrics=metrics, source=source)
+            )
+    return rows
+
+
+def _resolve(ref: str, runs_dir: Path) -> tuple[Path, str | None]:
+    for candidate, stage in ((Path(ref), None), (runs_dir / ref, None)):
+        if (candidate / "summary.json").exists():
+            return candidate, stage
+    head, _, stage = ref.rpartition("/")
+    if head:
+        for candidate in (Path(head), runs_dir / head):
+            if (candidate / "summary.json").exists():
+                return candidate, stage
+    known = sorted(p.parent.name for p in runs_dir.glob("*/summary.json")) if runs_dir.exists() else []
+    raise RlftError(
+        f"no run {ref!r} (looked for a folder with summary.json, also under {runs_dir})",
+        fix=f"runs here: {', '.join(known) or '(none)'}; name a run id, a run folder, or RUN/STAGE",
+    )
+
+
+def columns_for(rows: list[Row]) -> dict[str, tuple[str, int]]:
+    """The table's columns: one per held-out reward seen (higher is better), then the fixed ones present."""
+    rewards = []
+    for row in rows:
+        for key in row.metrics:
+            if key.startswith("eval/reward/") and key not in rewards:
+                rewards.append(key)
+    cols = {key.removeprefix("eval/"): (key, +1) for key in rewards}
+    cols.update({name: spec for name, spec in FIXED_COLUMNS.items() if any(spec[0] in r.metrics for r in rows)})
+    return cols
+
+
+def best_per_column(rows: list[Row], cols: dict[str, tuple[str, int]]) -> dict[str, float]:
+    best = {}
+    for name, (key, direction) in cols.items():
+        values = [r.metrics[key] for r in rows if isinstance(r.metrics.get(key), int | float)]
+        if direction and len(values) > 1:
+            best[name] = max(values) if direction > 0 else min(values)
+    return best
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value != int(value):
+        return f"{value:.4g}"
+    return f"{int(value)}" if isinstance(value, int | float) else str(value)
+
+
+def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
+    """Print (rich) or return the table as csv, markdown or json text."""
+    cols = columns_for(rows)
+    best = best_per_column(rows, cols)
+    head = ["run", "stage", "kind", *cols]
+    if fmt == "json":
+        return json.dumps(
+            {
+                "columns": {name: {"metric": key, "better": {1: "higher", -1: "lower", 0: None}[d]} for name, (key, d) in cols.items()},
+                "best": best,
+                "rows": [
+                    {"run": r.run, "stage": r.stage, "kind": r.kind, **{n: r.metrics.get(k) for n, (k, _) in cols.items()}} for r in rows
+                ],
+            },
+            indent=2,
+        )
+    table = [[r.run, r.stage, r.kind, *[_cell(r.metrics.get(key)) for key, _ in cols.values()]] for r in rows]
+    is_best = [[name in best and r.metrics.get(key) == best[name] for name, (key, _) in cols.items()] for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(head)
+        writer.writerows(table)
+        return out.getvalue()
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for cells, marks in zip(table, is_best, strict=True):
+            shown = cells[:3] + [f"**{c}**" if m else c for c, m in zip(cells[3:], marks, strict=True)]
+            lines.append("| " + " | ".join(shown) + " |")
+        return "\n".join(lines) + "\n"
+    if fmt != "rich":
+        raise RlftError(f"unknown format {fmt!r}", fix="use rich, csv, markdown or json")
+    from rich.table import Table
+
+    t = Table(title="held-out scorecard by run and stage (best per column in bold green)")
+    for h in head:
+        t.add_column(h)
+    for cells, marks in zip(table, is_best, strict=True):
+        t.add_row(*cells[:3], *[f"[bold green]{c}[/]" if m else c for c, m in zip(cells[3:], marks, strict=True)])
+    console.print(t)
+    return None
