@@ -43,10 +43,13 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg)
     )
-    before, after, metrics = train_between_evaluations(trainer, cfg.name)
+    # DPO starts with the policy equal to its reference: every implicit reward is 0 and the loss is ln 2
+    # by construction, so TRL's evaluation before training tells nothing (the scorecard's baseline does).
+    before, after, metrics = train_between_evaluations(trainer, cfg.name, before=cfg.kind != "dpo")
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/accuracies", "rewards/margins"]))
     metrics["eval/loss"] = after.get("eval_loss", float("nan"))
-    metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
+    if before:
+        metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
     metrics["eval/implicit_accuracy"] = after.get("eval_rewards/accuracies", float("nan"))
     metrics["eval/implicit_margin"] = after.get("eval_rewards/margins", float("nan"))
     metrics["eval/n_pairs"] = len(test)
