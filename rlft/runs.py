@@ -97,6 +97,14 @@ def _set(target: dict, keys: list[str], value) -> None:
     target[keys[-1]] = value
 
 
+def _apply(target: dict, updates, removes=()) -> None:
+    """Apply a record's items (``key`` or ``nested_key`` + ``value_json``) and removals to ``target``."""
+    for item in updates:
+        _set(target, _key(item), _value(item))
+    for item in removes:
+        target.pop(item.key, None)
+
+
 def read_wandb_file(path: str | Path) -> WandbRun:
     """Decode a ``run-<id>.wandb`` file: meta, config, summary and the full step history."""
     from google.protobuf.message import DecodeError
@@ -120,25 +128,17 @@ def read_wandb_file(path: str | Path) -> WandbRun:
             r = record.run
             run.id, run.project, run.group, run.job_type = r.run_id or run.id, r.project, r.run_group, r.job_type
             run.name, run.tags = r.display_name, list(r.tags)
-            for item in r.config.update:
-                _set(run.config, _key(item), _value(item))
+            _apply(run.config, r.config.update)
         elif kind == "config":
-            for item in record.config.update:
-                _set(run.config, _key(item), _value(item))
-            for item in record.config.remove:
-                run.config.pop(item.key, None)
+            _apply(run.config, record.config.update, record.config.remove)
         elif kind == "history":
             row: dict[str, Any] = {}
-            for item in record.history.item:
-                _set(row, _key(item), _value(item))
+            _apply(row, record.history.item)
             if record.history.HasField("step"):
                 row["_step"] = record.history.step.num
             run.history.append(row)
         elif kind == "summary":
-            for item in record.summary.update:
-                _set(run.summary, _key(item), _value(item))
-            for item in record.summary.remove:
-                run.summary.pop(item.key, None)
+            _apply(run.summary, record.summary.update, record.summary.remove)
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     run.config.pop("_wandb", None)  # wandb's own bookkeeping
