@@ -1,7 +1,7 @@
 """The recipe schema: typed, nested, frozen and strict; the only place defaults live.
 
-``load_recipe(path, overrides)`` reads YAML, applies dotted overrides
-(``stages.rl.trl.learning_rate=1e-6``), validates, and reports *every* problem at once as a
+``load_recipe(path, overrides)`` reads YAML, applies dotted overrides (``stages.rl.trl.learning_rate=1e-6``;
+both in ``rlft.recipe_yaml``), validates, and reports *every* problem at once as a
 ``RecipeError`` naming the key path and the fix. ``check_recipe`` goes further (reward references,
 TRL's own config checks) and needs trl installed; ``rlft plan`` and ``rlft run`` call both.
 """
@@ -9,15 +9,14 @@ TRL's own config checks) and needs trl installed; ``rlft plan`` and ``rlft run``
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rlft.errors import RecipeError, RlftError
+from rlft.errors import RecipeError
 from rlft.recipe_errors import did_you_mean, problems_from
+from rlft.recipe_yaml import apply_overrides, parse_yaml, read_yaml  # noqa: F401 - parse_yaml is part of this API
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
@@ -290,80 +289,6 @@ class Recipe(Strict):
         return stage.launch or self.launch
 
 
-# --------------------------------------------------------------------------- loading
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-6`` as a string; learning rates are written that way, so read it as YAML 1.2 does."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise RlftError(f"recipe file {path} does not exist", fix="check the path; the bundled recipes are in recipes/")
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RlftError(f"YAML syntax error: {problem}", where=where, fix="fix the indentation or quoting on that line") from exc
-    except UnicodeDecodeError as exc:
-        raise RlftError(f"recipe file {path} is not UTF-8 text", fix="save it as UTF-8") from exc
-    if not isinstance(data, dict):
-        raise RlftError(f"recipe {path} must be a YAML mapping (name:, model:, stages:)", fix="see recipes/quickstart.yaml")
-    return data
-
-
-def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
-    """Apply ``a.b.c=value`` overrides; ``stages.<name or index>`` addresses one stage."""
-    for item in overrides:
-        if "=" not in item:
-            raise RlftError(f"override {item!r} has no '='", fix="write overrides as key.path=value, e.g. stages.rl.trl.learning_rate=1e-6")
-        key, _, raw = item.partition("=")
-        value = parse_yaml(raw) if raw.strip() else None
-        parts = key.strip().split(".")
-        node: Any = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                names = [s.get("name") for s in node if isinstance(s, dict)]
-                if part in names:
-                    idx = names.index(part)
-                elif part.isdigit() and int(part) < len(node):
-                    idx = int(part)
-                else:
-                    raise RlftError(
-                        f"override {key}: no stage named {part!r}",
-                        where=source,
-                        fix=f"{did_you_mean(part, names)}stages are: {', '.join(map(str, names))}",
-                    )
-                if last:
-                    node[idx] = value
-                else:
-                    node = node[idx]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    if part == "data" and isinstance(node.get(part), str):
-                        node[part] = {"source": node[part]}  # expand the shorthand to reach its keys
-                    node = node.setdefault(part, {})
-            else:
-                raise RlftError(f"override {key}: {'.'.join(parts[:i])} is not a mapping", where=source)
-    return data
-
-
 def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
     """Cross-key checks pydantic cannot express: chaining by name."""
     problems = []
@@ -418,7 +343,7 @@ def _model_refs(ref: RewardRef) -> list[str]:
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file; raise ``RecipeError`` with every problem."""
     path = Path(path)
-    data = apply_overrides(_read_yaml(path), list(overrides or []), str(path))
+    data = apply_overrides(read_yaml(path), list(overrides or []), str(path))
     return recipe_from_dict(data, str(path))
 
 

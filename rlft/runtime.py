@@ -345,21 +345,19 @@ def progress_callback(stage_name: str):
                 ]
                 print(f"[{stage_name}] held-out eval · " + " · ".join(shown), flush=True)
                 return
-            done, total = state.global_step, max(state.max_steps, 1)
-            elapsed = time.time() - self.t0
-            eta = elapsed / done * (total - done) if done else float("nan")
-            shown = []
-            for key in ("loss", "reward", "mean_token_accuracy", "kl"):
-                if key in logs:
-                    shown.append(f"{key} {logs[key]:.4g}")
-            for key, v in logs.items():
-                if key.startswith("rewards/") and key.endswith("/mean"):
-                    shown.append(
-                        f"{key.removeprefix('rewards/').removesuffix('/mean').rsplit('/', 1)[-1]} {v:.3g}"
-                    )  # ensemble members by name
-            print(f"[{stage_name}] step {done}/{total} · {_fmt(elapsed)} elapsed · ETA {_fmt(eta)} · " + " · ".join(shown), flush=True)
+            print(step_line(stage_name, state.global_step, max(state.max_steps, 1), time.time() - self.t0, logs), flush=True)
 
     return Progress()
+
+
+def step_line(stage_name: str, done: int, total: int, elapsed: float, logs: dict) -> str:
+    """``[rl] step 3/20 · 00:41 elapsed · ETA 04:10 · reward 0.31 · kl 0.02 · math_accuracy 0.5`` (every trainer's progress)."""
+    eta = elapsed / done * (total - done) if done else float("nan")
+    shown = [f"{key} {logs[key]:.4g}" for key in ("loss", "reward", "mean_token_accuracy", "kl") if key in logs]
+    for key, v in logs.items():
+        if key.startswith("rewards/") and key.endswith("/mean"):  # ensemble members by their own name
+            shown.append(f"{key.removeprefix('rewards/').removesuffix('/mean').rsplit('/', 1)[-1]} {v:.3g}")
+    return f"[{stage_name}] step {done}/{total} · {_fmt(elapsed)} elapsed · ETA {_fmt(eta)} · " + " · ".join(shown)
 
 
 def _fmt(seconds: float) -> str:

@@ -94,7 +94,7 @@ class PPOTrainer:
     ``rlft.ppo.value.load_value_model``); required for ``critic="separate"``, unused for ``shared``.
     ``peft_config``: wrap the policy in a LoRA adapter (the reference is then the adapter-less base).
     ``ref_model``: a frozen reference for full fine-tuning; default: a copy of the starting policy.
-    ``callbacks``: called as ``callback(step, max_steps, logs)`` after each step (``ProgressLine`` prints).
+    ``callbacks``: called as ``callback(step, max_steps, logs)`` after each step.
     """
 
     def __init__(
@@ -356,24 +356,6 @@ class PPOTrainer:
             stats["ppo/value_clip_fraction"] += vf.clip_fraction.item() * share
             stats["ppo/approx_kl"] += pg.approx_kl.item() * share
         return stats
-
-
-class ProgressLine:
-    """A step callback printing one line per step: ``[rl] step 3/20 · 00:41 elapsed · ETA 04:10 · reward 0.31 · kl 0.02``."""
-
-    def __init__(self, stage_name: str):
-        self.stage_name = stage_name
-        self.t0 = time.time()
-
-    def __call__(self, step: int, total: int, logs: dict) -> None:
-        from rlft.runtime import _fmt
-
-        elapsed = time.time() - self.t0
-        eta = elapsed / step * (total - step)
-        shown = [f"{key} {logs[key]:.4g}" for key in ("reward", "kl") if key in logs]
-        shown += [f"{k.split('/')[1]} {v:.3g}" for k, v in logs.items() if k.startswith("rewards/") and k.endswith("/mean")]
-        line = f"[{self.stage_name}] step {step}/{total} · {_fmt(elapsed)} elapsed · ETA {_fmt(eta)} · " + " · ".join(shown)
-        print(line, flush=True)
 
 
 def _chunks(n: int, size: int) -> list[slice]:

@@ -17,6 +17,7 @@ under ``ppo/`` and timings under ``time/``. The stage runs in one process.
 from __future__ import annotations
 
 import os
+import time
 
 from rlft.errors import RlftError
 from rlft.recipe import PPOStage
@@ -32,6 +33,7 @@ from rlft.runtime import (
     load_start_model,
     lora_config,
     save_model,
+    step_line,
 )
 
 
@@ -39,7 +41,6 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     from transformers import set_seed
 
     from rlft.ppo import PPOTrainer
-    from rlft.ppo.trainer import ProgressLine
     from rlft.ppo.value import critic_start, load_value_model
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -68,8 +69,11 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     else:
         ctx.notes["critic"] = {"kind": "shared"}
 
+    started = time.time()
+
     def log_step(step: int, total: int, logs: dict) -> None:
         ctx.tracker.log({f"train/{k}": v for k, v in logs.items()}, step=step)
+        print(step_line(cfg.name, step, total, time.time() - started, logs), flush=True)
 
     trainer = PPOTrainer(
         model=model,
@@ -80,7 +84,7 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
         reward_weights=[r.weight for r in rewards],
         value_model=value_model,
         peft_config=lora_config(cfg),
-        callbacks=[log_step, ProgressLine(cfg.name)],
+        callbacks=[log_step],
     )
     params = count_parameters(trainer.model)
     critic = count_parameters(trainer.critic)
