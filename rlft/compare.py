@@ -32,7 +32,8 @@ class Row:
     stage: str
     kind: str
     metrics: dict[str, float] = field(default_factory=dict)
-    source: str = ""
+    source: str = ""  # the .wandb file (or summary.json) the figures came from
+    run_dir: Path | None = None
 
 
 def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str]:
@@ -62,7 +63,7 @@ def load_rows(refs: list[str], runs_dir: Path) -> list[Row]:
                 continue
             metrics, source = _stage_metrics(run_dir, stage)
             rows.append(
-                Row(run=summary.get("run_id", run_dir.name), stage=stage["name"], kind=stage["kind"], metrics=metrics, source=source)
+                Row(run=summary.get("run_id", run_dir.name), stage=stage["name"], kind=stage["kind"], metrics=metrics, source=source, run_dir=run_dir)
             )
     return rows
 
