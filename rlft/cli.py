@@ -203,17 +203,96 @@ def compare(
     runs: Annotated[list[str], typer.Argument(help="run ids (folders under --runs-dir; also their W&B group), run folders, or RUN/STAGE")],
     runs_dir: Annotated[Path, typer.Option(help="where run ids are looked up")] = Path("runs"),
     format: Annotated[str, typer.Option("--format", help="rich (terminal), csv, markdown or json")] = "rich",  # noqa: A002
+    source: Annotated[
+        str | None, typer.Option(help="local (W&B files on disk) or wandb (the W&B API); default: wandb only when WANDB_MODE=online")
+    ] = None,
+    project: Annotated[str | None, typer.Option(help="the W&B project (ENTITY/PROJECT) for --source wandb")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write PNG plots here: reward, KL and loss vs step, reward vs KL")] = None,
+    winrate: Annotated[bool, typer.Option(help="generate from each run's final model on --prompts and judge them pairwise")] = False,
+    judge: Annotated[list[str] | None, typer.Option(help="a reward reference that judges --winrate (repeat to sum several)")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="a data file with a prompt column (and what the judge needs), for --winrate")] = None,
+    limit: Annotated[int | None, typer.Option(help="judge only the first N prompts")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="completion length for --winrate")] = 128,
+    report: Annotated[bool, typer.Option(help="create a W&B report of the comparison (needs --source wandb and a login)")] = False,
 ) -> None:
     """Compare runs: the held-out scorecard of each run and stage side by side, best value per column marked."""
-    from rlft.compare import load_rows, render
+    from rlft import compare as cmp
 
+    console = _console()
     try:
-        rows = load_rows(list(runs), runs_dir)
-        text = render(rows, format, console=_console())
+        chosen = cmp.source_for(source)
+        if winrate and not (judge and prompts):
+            raise cmp.RlftError("--winrate needs a judge and prompts", fix="add --judge math_accuracy --prompts held_out.jsonl")
+        if chosen == "wandb":
+            rows = cmp.load_rows_api(list(runs), _wandb_api(), project or _project_of(runs, runs_dir))
+        else:
+            rows = cmp.load_rows(list(runs), runs_dir)
+        text = cmp.render(rows, format, console=console)
+        if text is not None:
+            sys.stdout.write(text)
+        if plot is not None:
+            from rlft.plots import write_plots
+
+            for path in write_plots(rows, plot):
+                console.print(f"wrote {path}")
+        if winrate:
+            _winrate(list(runs), runs_dir, judge, prompts, limit, max_new_tokens, format, console)
+        if report:
+            _report(rows, chosen, project or _project_of(runs, runs_dir), console)
     except Exception as exc:
         _fail(exc)
+
+
+def _wandb_api():
+    import wandb
+
+    try:
+        return wandb.Api()
+    except Exception as exc:  # no key, no network: say so, without wandb's traceback
+        from rlft.errors import RlftError
+
+        raise RlftError(
+            f"the W&B API is not available ({exc})", fix="`wandb login`, or leave out --source wandb to read local files"
+        ) from None
+
+
+def _project_of(runs: list[str], runs_dir: Path) -> str:
+    """The W&B project the runs were tracked in, from the first local run's recipe."""
+    from rlft.compare import _recipe_of
+    from rlft.errors import RlftError
+
+    for ref in runs:
+        for folder in (Path(ref), runs_dir / ref, runs_dir / ref.partition("/")[0]):
+            project = (_recipe_of(folder).get("tracking") or {}).get("project")
+            if project:
+                return project
+    raise RlftError("which W&B project?", fix="pass --project ENTITY/PROJECT")
+
+
+def _winrate(refs, runs_dir, judge, prompts, limit, max_new_tokens, fmt, console) -> None:
+    from rlft.compare import _resolve
+    from rlft.winrate import final_model, render_winrates, winrates
+
+    models = {}
+    for ref in refs:
+        run_dir, stage = _resolve(ref, runs_dir)
+        models[ref] = final_model(run_dir, stage)
+    result = winrates(models, prompts, list(judge), max_new_tokens=max_new_tokens, limit=limit)
+    text = render_winrates(result, fmt, console=console)
     if text is not None:
         sys.stdout.write(text)
+
+
+def _report(rows, chosen: str, project: str, console) -> None:
+    from rlft.report import build_report, save_report, sync_hint
+
+    if chosen != "wandb":
+        console.print(sync_hint(rows))
+        return
+    entity, _, name = project.rpartition("/")
+    entity = entity or _wandb_api().default_entity
+    runs = ", ".join(dict.fromkeys(r.run for r in rows))
+    console.print(f"report: {save_report(build_report(rows, entity=entity, project=name, title=f'rlft compare: {runs}'))}")
 
 
 rewards_app = typer.Typer(help="Inspect and try reward functions before spending compute.", no_args_is_help=True)

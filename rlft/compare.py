@@ -1,9 +1,15 @@
 """``rlft compare``: the common scorecard of several runs side by side, best value per column marked.
 
 A row is one stage of one pipeline run. Runs are named by run id (a folder under the runs folder, which
-is also the W&B group of its stages), by path, or as ``RUN/STAGE`` for one stage. Figures come from
-each stage's W&B run (the local ``run-<id>.wandb`` file's summary) when it has one, else from the
-run's ``summary.json``: both hold what the stage logged.
+is also the W&B group of its stages), by path, or as ``RUN/STAGE`` for one stage.
+
+Two sources, chosen explicitly and never by probing the network (``source_for``):
+
+- ``local`` (default): figures come from each stage's W&B run as the local ``run-<id>.wandb`` file
+  holds it (offline or online runs made on this machine), else from the run's ``summary.json``.
+- ``wandb`` (``--source wandb``, or ``WANDB_MODE=online``): the W&B public API. A run id is a W&B group
+  of the project; each of its finished W&B runs is a stage (``name`` ``<run id>.<stage>``,
+  ``job_type`` the stage kind); the history is read unsampled with ``scan_history``.
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rlft.errors import RlftError
 
@@ -32,20 +41,44 @@ class Row:
     stage: str
     kind: str
     metrics: dict[str, float] = field(default_factory=dict)
-    source: str = ""  # the .wandb file (or summary.json) the figures came from
+    source: str = ""  # the .wandb file, summary.json or W&B API path the figures came from
     run_dir: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved recipe the run was made from
+    read_history: Callable[[], list[dict]] | None = field(default=None, repr=False)
+
+    def history(self) -> list[dict]:
+        """The stage's logged steps (one dict per step); empty when only a summary.json is at hand."""
+        return self.read_history() if self.read_history else []
 
 
-def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str]:
-    """What the stage logged: its W&B summary when its .wandb file is here, else summary.json's copy."""
+SOURCES = ("local", "wandb")
+
+
+def source_for(flag: str | None) -> str:
+    """``--source`` when given, else ``wandb`` only when ``WANDB_MODE=online``; never a network probe."""
+    if flag is not None:
+        if flag not in SOURCES:
+            raise RlftError(f"unknown source {flag!r}", fix="use --source local (W&B files on disk) or --source wandb (the W&B API)")
+        return flag
+    return "wandb" if os.environ.get("WANDB_MODE", "").lower() == "online" else "local"
+
+
+def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str, Callable[[], list[dict]] | None]:
+    """What the stage logged: its W&B summary (and history) when its .wandb file is here, else summary.json's copy."""
     from rlft.runs import read_wandb_file
 
     wandb_id = stage.get("wandb_run_id")
     if wandb_id:
         files = sorted(run_dir.glob(f"wandb/*-{wandb_id}/run-{wandb_id}.wandb"))
         if files:
-            return read_wandb_file(files[-1]).summary, str(files[-1])
-    return dict(stage.get("metrics") or {}), str(run_dir / "summary.json")
+            run = read_wandb_file(files[-1])
+            return run.summary, str(files[-1]), lambda: run.history
+    return dict(stage.get("metrics") or {}), str(run_dir / "summary.json"), None
+
+
+def _recipe_of(run_dir: Path) -> dict:
+    path = run_dir / "recipe.json"
+    return json.loads(path.read_text()).get("recipe", {}) if path.exists() else {}
 
 
 def load_rows(refs: list[str], runs_dir: Path) -> list[Row]:
@@ -58,13 +91,59 @@ def load_rows(refs: list[str], runs_dir: Path) -> list[Row]:
         if only is not None and not stages:
             names = [s["name"] for s in summary.get("stages", [])]
             raise RlftError(f"run {run_dir.name} has no stage {only!r}", fix=f"its stages are: {', '.join(names)}")
+        config = _recipe_of(run_dir)
         for stage in stages:
             if stage.get("status") not in ("done", "cached"):
                 continue
-            metrics, source = _stage_metrics(run_dir, stage)
+            metrics, source, history = _stage_metrics(run_dir, stage)
             rows.append(
-                Row(run=summary.get("run_id", run_dir.name), stage=stage["name"], kind=stage["kind"], metrics=metrics, source=source, run_dir=run_dir)
+                Row(
+                    run=summary.get("run_id", run_dir.name),
+                    stage=stage["name"],
+                    kind=stage["kind"],
+                    metrics=metrics,
+                    source=source,
+                    run_dir=run_dir,
+                    config=config,
+                    read_history=history,
+                )
             )
+    return rows
+
+
+def load_rows_api(refs: list[str], api, project: str) -> list[Row]:
+    """The same rows from the W&B public API (``api`` is a ``wandb.Api()``): one per finished stage run of each group."""
+    if "/" not in project:
+        entity = os.environ.get("WANDB_ENTITY") or api.default_entity
+        if not entity:
+            raise RlftError(f"no W&B entity for project {project!r}", fix="pass --project ENTITY/PROJECT or set WANDB_ENTITY")
+        project = f"{entity}/{project}"
+    rows: list[Row] = []
+    for ref in refs:
+        group, _, only = ref.partition("/")
+        found = list(api.runs(project, filters={"group": group}))
+        if not found:
+            raise RlftError(
+                f"no W&B runs in group {group!r} of project {project}",
+                fix="a run id is the W&B group of its stages; check the project (--project) and that the runs were synced",
+            )
+        for wrun in found:
+            stage = (wrun.name or "").removeprefix(f"{group}.")
+            if (only and stage != only) or wrun.state != "finished":
+                continue
+            rows.append(
+                Row(
+                    run=group,
+                    stage=stage,
+                    kind=wrun.job_type or "",
+                    metrics={k: v for k, v in dict(wrun.summary_metrics).items() if not k.startswith("_")},
+                    source=f"wandb:{project}/{wrun.id}",
+                    config=dict(wrun.config).get("recipe", {}),
+                    read_history=lambda wrun=wrun: [dict(step) for step in wrun.scan_history()],
+                )
+            )
+        if only and not any(r.run == group and r.stage == only for r in rows):
+            raise RlftError(f"group {group!r} has no finished stage {only!r} in W&B project {project}", fix="check the stage name")
     return rows
 
 
