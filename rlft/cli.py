@@ -227,14 +227,15 @@ def compare(
             rows = cmp.load_rows_api(list(runs), _wandb_api(), project or _project_of(runs, runs_dir))
         else:
             rows = cmp.load_rows(list(runs), runs_dir)
-        text = cmp.render(rows, format, console=console)
-        if text is not None:
-            sys.stdout.write(text)
+        if format == "rich" or not winrate:  # a file format carries one table: with --winrate, the win rates
+            text = cmp.render(rows, format, console=console)
+            if text is not None:
+                sys.stdout.write(text)
         if plot is not None:
             from rlft.plots import write_plots
 
             for path in write_plots(rows, plot):
-                console.print(f"wrote {path}")
+                print(f"wrote {path}", file=sys.stderr)
         if winrate:
             _winrate(list(runs), runs_dir, judge, prompts, limit, max_new_tokens, format, console)
         if report:
@@ -271,8 +272,10 @@ def _project_of(runs: list[str], runs_dir: Path) -> str:
 
 def _winrate(refs, runs_dir, judge, prompts, limit, max_new_tokens, fmt, console) -> None:
     from rlft.compare import _resolve
+    from rlft.runtime import quiet_libraries
     from rlft.winrate import final_model, render_winrates, winrates
 
+    quiet_libraries()
     models = {}
     for ref in refs:
         run_dir, stage = _resolve(ref, runs_dir)

@@ -32,6 +32,8 @@ FIXED_COLUMNS = {
     "mean_length": ("eval/mean_length", 0),
     "train_s": ("train/runtime_s", -1),
     "trainable_params": ("params/trainable", 0),
+    "peak_gpu_gb": ("sys/peak_gpu_memory_gb", -1),
+    "peak_rss_gb": ("sys/peak_rss_gb", -1),
 }
 
 

@@ -35,7 +35,8 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
 
     cls = config_class(stage.trl_config)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in stage.trl if k not in fields]
+    aliases = {k.replace("activation_", "gradient_") for k in fields} | {k.replace("gradient_", "activation_") for k in fields}
+    unknown = [k for k in stage.trl if k not in fields and not (k.endswith(("checkpointing", "checkpointing_kwargs")) and k in aliases)]
     if unknown:
         raise RlftError(
             "; ".join(f"unknown {cls.__name__} key {k!r}. {did_you_mean(k, fields)}" for k in unknown).strip(),
@@ -56,13 +57,25 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
             where=f"stages.{stage.name}.trl.{half[0]}",
             fix=f"run it on a GPU machine, or override: stages.{stage.name}.trl.{half[0]}=false",
         )
-    if "gradient_checkpointing" in stage.trl and "activation_checkpointing" not in stage.trl:
-        kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")  # the old name, kept working
+    _checkpointing_names(cls, kwargs, stage.trl)
     kwargs.update(output_dir=output_dir, report_to=report_to, run_name=None)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise RlftError(f"TRL rejects this config: {exc}", where=f"stages.{stage.name}.trl", fix="change the named key") from exc
+
+
+def _checkpointing_names(cls, kwargs: dict, given: dict) -> None:
+    """transformers renamed ``gradient_checkpointing*`` to ``activation_checkpointing*``: accept either, pass what ``cls`` has."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    new = "activation_checkpointing" in fields
+    for suffix in ("", "_kwargs"):
+        old_key, new_key = f"gradient_checkpointing{suffix}", f"activation_checkpointing{suffix}"
+        if new and old_key in kwargs and new_key not in given:
+            kwargs[new_key] = kwargs.pop(old_key)
+        elif not new and new_key in kwargs:
+            value = kwargs.pop(new_key)
+            kwargs.setdefault(old_key, value)
 
 
 def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, here: bool = False) -> None:

@@ -134,6 +134,7 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
             return result
         ctx.notes["launch"] = _gather_rank_reports(partial, world)
     result.wall_s = round(time.time() - t0, 2)
+    result.metrics.update(peak_memory())
     result.wandb_run_id = ctx.tracker.id
     final_dir = run_dir / stage_name
     result.output_dir = str(final_dir)
@@ -159,6 +160,17 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
         shutil.rmtree(final_dir)
     partial.rename(final_dir)
     return result
+
+
+def peak_memory() -> dict[str, float]:
+    """This stage process's peak memory: GPU memory allocated by torch on CUDA, else resident memory (GB)."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return {"sys/peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+    return {"sys/peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # ru_maxrss: KiB
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ it is never negative and is deterministic for a given model pair.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,22 @@ class Generated:
     kl: list[float] = field(default_factory=list)
 
 
+def accelerator():
+    """Where scoring runs: this process's GPU when there is one (``LOCAL_RANK`` under a launcher), else the CPU."""
+    import torch
+
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _ready(model, device):
+    """``model`` in eval mode on ``device`` (moved there if it is elsewhere)."""
+    if model is not None:
+        if next(model.parameters()).device != device:
+            model.to(device)
+        model.eval()
+    return model
+
+
 def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int, ref=None) -> Generated:
     """Greedy completions of ``model``; with ``ref``, also the per-prompt KL(model ‖ ref) along them."""
     import torch
@@ -72,12 +89,12 @@ def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int,
     tok.padding_side = "left"
     texts = [_render(tok, p) for p in prompts]
     out = Generated()
-    model.eval()
-    if ref is not None:
-        ref.eval()
+    device = accelerator()
+    _ready(model, device)
+    _ready(ref, device)
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            batch = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             n_prompt = batch["input_ids"].shape[1]
             seq = model.generate(
                 **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
@@ -85,7 +102,7 @@ def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int,
             new = seq[:, n_prompt:]
             keep = _until_eos(new, tok.eos_token_id, tok.pad_token_id)
             out.texts += tok.batch_decode(new * keep + tok.pad_token_id * (1 - keep), skip_special_tokens=True)
-            out.lengths += keep.sum(1).tolist()
+            out.lengths += keep.sum(1).tolist()  # (tolist copies to the CPU)
             if ref is not None:
                 mask = torch.cat([batch["attention_mask"], keep], dim=1)
                 out.kl += _sequence_kl(model, ref, seq, mask, n_prompt, keep).tolist()
@@ -152,11 +169,12 @@ def preference_accuracy(model, tok, pairs, *, batch_size: int = 8) -> float:
     items = [answer(r["prompt"], r[side]) for r in rows for side in ("chosen", "rejected")]
     scores: list[float] = []
     tok.padding_side = "right"
-    model.eval()
+    device = accelerator()
+    _ready(model, device)
     with torch.inference_mode():
         for i in range(0, len(items), batch_size):
             chunk = items[i : i + batch_size]
-            enc = tok([full for _, full in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok([full for _, full in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             starts = [len(tok(head, add_special_tokens=False)["input_ids"]) for head, _ in chunk]
             logits = model(**enc).logits[:, :-1].float()
             target = enc["input_ids"][:, 1:]

@@ -71,12 +71,15 @@ def test_compare_table_holds_what_training_logged(two_runs):
     table = json.loads(out.stdout)
     rows = {(r["run"], r["stage"]): r for r in table["rows"]}
     assert set(rows) == {(run, stage) for run in ("lr-low", "lr-high") for stage in ("sft", "rl")}
-    assert {"accuracy", "reward/math_accuracy", "kl_to_ref", "mean_length", "train_s", "trainable_params"} <= set(table["columns"])
+    assert {"accuracy", "reward/math_accuracy", "kl_to_ref", "mean_length", "train_s", "trainable_params", "peak_rss_gb"} <= set(
+        table["columns"]
+    )
     for (run_id, stage), row in rows.items():
         logged = logged_summary(two_runs / run_id, stage)
         for column, spec in table["columns"].items():
             assert row[column] == logged.get(spec["metric"]), (run_id, stage, column)
         assert row["train_s"] > 0 and row["trainable_params"] > 0
+        assert 0.2 < row["peak_rss_gb"] < 24  # the stage process's peak memory (a GPU machine records peak_gpu_gb)
     sft_metrics = json.loads((two_runs / "lr-low" / "summary.json").read_text())["stages"][0]["metrics"]
     assert rows["lr-low", "sft"]["accuracy"] == sft_metrics["eval/accuracy"]
     assert rows["lr-low", "sft"]["accuracy"] != rows["lr-high", "sft"]["accuracy"]  # the override changed the outcome
@@ -211,3 +214,37 @@ def test_report_offline_says_how_to_sync_and_online_builds_one(two_runs, monkeyp
     assert [p.y for p in grid.panels[:3]] == [["train/reward"], ["train/kl"], ["train/loss"]]
     assert grid.panels[3].x == "eval/kl_to_ref" and grid.panels[3].y == "eval/reward/math_accuracy"
     assert "| lr-high | rl | grpo |" in report.blocks[2].text
+
+
+def test_plots_and_winrate_from_the_command(two_runs, tmp_path):
+    from rlft.plots import plot_data
+
+    plots = tmp_path / "plots"
+    cmd = [sys.executable, "-m", "rlft.cli", "compare", "lr-low", "lr-high", "--runs-dir", str(two_runs)]
+    out = subprocess.run([*cmd, "--format", "csv", "--plot", str(plots)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    written = sorted(p.name for p in plots.glob("*.png"))
+    assert written == sorted(["reward_vs_step.png", "kl_vs_step.png", "reward_vs_kl.png", "heldout_reward_vs_kl.png", "loss_vs_step.png"])
+    assert all(f"wrote {plots / name}" in out.stderr for name in written)
+    # both runs have a reward curve, labelled by the override that tells them apart, with every GRPO step
+    from rlft.compare import load_rows
+
+    curves = {c.label: c for c in plot_data(load_rows(["lr-low", "lr-high"], two_runs))["reward_vs_step.png"]}
+    assert set(curves) == {"sft.learning_rate=0.0001", "sft.learning_rate=0.005"}
+    assert all(c.x == [1, 2] for c in curves.values())
+
+    prompts = two_runs.parent / "prompts.jsonl"
+    out = subprocess.run(
+        [*cmd, "--format", "json", "--winrate", "--judge", "math_accuracy", "--prompts", str(prompts), "--max-new-tokens", "4"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    table = json.loads(out.stdout)  # with a file format and --winrate, stdout is the win-rate table alone
+    pairs = {(p["model_a"], p["model_b"]): p for p in table["pairs"]}
+    assert set(pairs) == {("lr-low", "lr-high"), ("lr-high", "lr-low")}
+    ab, ba = pairs["lr-low", "lr-high"], pairs["lr-high", "lr-low"]
+    assert ab["prompts"] == 8 and ab["wins_a"] + ab["wins_b"] + ab["ties"] + ab["not_judged"] == 8
+    assert ab["wins_a"] == ba["wins_b"] and ab["ties"] == ba["ties"]
+    missing = subprocess.run([*cmd, "--winrate"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "--winrate needs a judge and prompts" in missing.stderr

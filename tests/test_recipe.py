@@ -178,3 +178,30 @@ def test_help_is_fast_and_does_not_import_torch():
     code = "import sys; from rlft.cli import app; import rlft.recipe; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_checkpointing_key_follows_the_installed_transformers():
+    """transformers renamed gradient_checkpointing to activation_checkpointing: either name reaches the one the class has."""
+    import dataclasses
+
+    from rlft.recipe_checks import _checkpointing_names
+
+    @dataclasses.dataclass
+    class Old:
+        gradient_checkpointing: bool = False
+        gradient_checkpointing_kwargs: dict | None = None
+
+    @dataclasses.dataclass
+    class New:
+        activation_checkpointing: bool = False
+        activation_checkpointing_kwargs: dict | None = None
+
+    kwargs = {"activation_checkpointing": False, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+    _checkpointing_names(Old, kwargs, given={})
+    assert kwargs == {"gradient_checkpointing": False, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    kwargs = {"activation_checkpointing": False, "gradient_checkpointing": True}  # rlft's default, the recipe's old name
+    _checkpointing_names(New, kwargs, given={"gradient_checkpointing": True})
+    assert kwargs == {"activation_checkpointing": True}
+    kwargs = {"activation_checkpointing": True}
+    _checkpointing_names(New, kwargs, given={"activation_checkpointing": True})
+    assert kwargs == {"activation_checkpointing": True}

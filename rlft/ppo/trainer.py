@@ -134,7 +134,7 @@ class PPOTrainer:
             if module is not None:
                 _disable_dropout(module)  # PPO's ratios need the same forward at rollout and update time
                 module.to(self.device)
-        if args.activation_checkpointing:
+        if getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False):
             self._enable_checkpointing()
 
         self.max_steps = self._max_steps()
@@ -159,10 +159,17 @@ class PPOTrainer:
         return value_model if isinstance(value_model, SeparateCritic) else SeparateCritic(value_model)
 
     def _enable_checkpointing(self) -> None:
-        kwargs = self.args.activation_checkpointing_kwargs or {"use_reentrant": False}
+        # transformers >= 5.2x names it activation_checkpointing, earlier releases gradient_checkpointing
+        new = hasattr(self.args, "activation_checkpointing")
+        kwargs = getattr(self.args, "activation_checkpointing_kwargs" if new else "gradient_checkpointing_kwargs") or {
+            "use_reentrant": False
+        }
         backbones = [self.model] + ([self.critic.model] if isinstance(self.critic, SeparateCritic) else [])
         for module in backbones:
-            module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            if new:
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
             if hasattr(module, "disable_adapter"):
                 module.enable_input_require_grads()  # frozen embeddings: checkpointed blocks need an input with grad
 
