@@ -14,6 +14,8 @@ string comparison.
 from __future__ import annotations
 
 import re
+import signal
+import time
 
 from rewards import register, text
 
@@ -46,10 +48,15 @@ def equivalent(gold: str, predicted: str) -> bool:
         # Wrapping in $...$ lets math-verify read LaTeX such as \frac{1}{2}.
         return parse(s) or parse(f"${s}$")
 
+    timer = getattr(signal, "getitimer", None)
+    left, start = timer(signal.ITIMER_REAL)[0] if timer else 0.0, time.monotonic()
     try:
         return bool(verify(_parse(gold), _parse(predicted)))
     except Exception:  # math-verify can raise on exotic input; that is simply not a match
         return False
+    finally:
+        if left:  # math-verify's per-sample signal.alarm cancels an enclosing timer (rlft's reward timeout): re-arm what is left
+            signal.setitimer(signal.ITIMER_REAL, max(left - (time.monotonic() - start), 1e-3))
 
 
 @register("math_accuracy", description="1.0 when the final answer equals the reference `answer` (math-verify)")

@@ -41,7 +41,10 @@ class RewardModelScorer:
         tok = AutoTokenizer.from_pretrained(self.path)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        model = AutoModelForSequenceClassification.from_pretrained(self.path, num_labels=1, dtype=torch.float32)
+        from rlft.models import require_safetensors
+
+        require_safetensors(self.path)
+        model = AutoModelForSequenceClassification.from_pretrained(self.path, num_labels=1, dtype=torch.float32, use_safetensors=True)
         model.config.pad_token_id = tok.pad_token_id
         model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         self._tok, self._model = tok, model

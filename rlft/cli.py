@@ -46,7 +46,12 @@ def _load(recipe: Path, overrides: list[str] | None, deep: bool = True, here: bo
 
 
 @app.command()
-def plan(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+def plan(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    run_id: Annotated[str | None, typer.Option(help="an existing run: say which stages would run again, which are cached, and why")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="where that run lives (default: the recipe's output_dir)")] = None,
+) -> None:
     """Validate a recipe (schema, stage chaining, rewards, TRL configs) and print its stages."""
     from rich.table import Table
 
@@ -69,6 +74,16 @@ def plan(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
             how = f"accelerate launch --config_file {spec.accelerate_config}" if spec.accelerate_config else "accelerate launch --multi_gpu"
             print(f"stage {s.name}: {how}" + (f" --num_processes {spec.num_processes}" if spec.num_processes else ""))
     print("recipe is valid")
+    if run_id:
+        from rlft.pipeline import plan_status
+
+        run_dir = Path(output_dir or r.output_dir) / run_id
+        status = Table(title=f"rlft run {recipe} --run-id {run_id}: what would happen in {run_dir}")
+        for col in ("stage", "would", "why"):
+            status.add_column(col)
+        for name, would, why in plan_status(r, str(recipe), run_dir):
+            status.add_row(name, {"cached": "[green]reuse[/]", "resumes": "[yellow]resume[/]"}.get(would, "[bold]run[/]"), why)
+        _console().print(status)
 
 
 @app.command()
@@ -89,8 +104,9 @@ def run(
     console = _console()
     try:
         launch = {"accelerate_config": accelerate, "num_processes": num_processes, "machine_rank": machine_rank}
-        r = _load(recipe, [*(overrides or []), *(f"launch.{k}={v}" for k, v in launch.items() if v is not None)], here=True)
-        summary = run_pipeline(r, source=str(recipe), run_id=run_id, output_dir=output_dir, console=console)
+        flags = [f"launch.{k}={v}" for k, v in launch.items() if v is not None] + ([f"output_dir={output_dir}"] if output_dir else [])
+        r = _load(recipe, [*(overrides or []), *flags], here=True)  # flags are overrides: checked, and in recipe.json
+        summary = run_pipeline(r, source=str(recipe), run_id=run_id, console=console)
     except Exception as exc:
         _fail(exc)
     print_summary(summary, console)

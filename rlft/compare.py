@@ -67,14 +67,14 @@ def source_for(flag: str | None) -> str:
 
 def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str, Callable[[], list[dict]] | None]:
     """What the stage logged: its W&B summary (and history) when its .wandb file is here, else summary.json's copy."""
-    from rlft.runs import read_wandb_file
+    from rlft.runs import read_wandb_files
 
     wandb_id = stage.get("wandb_run_id")
     if wandb_id:
         files = sorted(run_dir.glob(f"wandb/*-{wandb_id}/run-{wandb_id}.wandb"))
-        if files:
-            run = read_wandb_file(files[-1])
-            return run.summary, str(files[-1]), lambda: run.history
+        if files:  # several when the stage was interrupted and resumed under the same W&B id
+            run = read_wandb_files(files)
+            return run.summary, run.source, lambda: run.history
     return dict(stage.get("metrics") or {}), str(run_dir / "summary.json"), None
 
 

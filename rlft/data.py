@@ -7,6 +7,8 @@ completion is turned into chat messages so the model's chat template applies.
 Preference data (``kind="preference"``) comes in several public shapes; ``normalise_preference`` turns
 each into one: ``prompt`` (chat messages), ``chosen`` and ``rejected`` (one assistant message each).
 ``unpair_preference`` splits such pairs into KTO-style rows with a boolean ``label``.
+``check_lengths`` counts the rows longer than a stage's ``max_length`` (TRL truncates them), or with
+``data.too_long: error`` refuses them.
 """
 
 from __future__ import annotations
@@ -47,9 +49,25 @@ def _load_raw(spec: DataSpec, split: str, base_dir: Path):
             )
         if suffix not in FILE_BUILDERS:
             raise RlftError(f"data file {src} has an unsupported type", fix=f"use one of: {', '.join(FILE_BUILDERS)}")
+        if suffix == ".parquet" and path.stat().st_size == 0:
+            raise RlftError(f"data file {src} is empty", where=str(path), fix="point the stage at a file with rows, or fill this one")
+        if suffix != ".parquet":
+            _check_text_file(path, src)
         try:
             ds = datasets.load_dataset(FILE_BUILDERS[suffix], data_files=str(path), split="train")
         except Exception as exc:
+            if "corresponds to no data" in str(exc):  # datasets' words for a file without rows: `[]`, a csv header alone
+                raise RlftError(
+                    f"data file {src} has no rows", where=str(path), fix="point the stage at a file with rows, or fill this one"
+                ) from None
+            bad = _json_error(path) if FILE_BUILDERS[suffix] == "json" else None
+            if bad is not None:
+                line, column, problem = bad
+                raise RlftError(
+                    f"not valid JSON: {problem}",
+                    where=f"{path}, line {line}, column {column}",
+                    fix="fix that line" + (" (one JSON object per line)" if suffix == ".jsonl" else ""),
+                ) from None
             raise RlftError(
                 f"could not read data file {src}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                 fix="check that the file is valid " + FILE_BUILDERS[suffix],
@@ -63,6 +81,42 @@ def _load_raw(spec: DataSpec, split: str, base_dir: Path):
             f"could not load data set {src!r} (split {split}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             fix="offline, use bundled: data or a local .jsonl/.csv/.parquet file",
         ) from exc
+
+
+def _check_text_file(path: Path, src: str) -> None:
+    """A json/jsonl/csv file must be UTF-8 and not blank; name the line of the first bad byte (datasets does not)."""
+    blank = True
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RlftError(
+                    f"data file {src} is not UTF-8 text (byte 0x{line[exc.start]:02x})",
+                    where=f"{path}, line {lineno}, column {exc.start + 1}",
+                    fix="save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 IN > OUT",
+                ) from None
+            blank = blank and not text.strip()
+    if blank:
+        raise RlftError(f"data file {src} is empty", where=str(path), fix="point the stage at a file with rows, or fill this one")
+
+
+def _json_error(path: Path) -> tuple[int, int, str] | None:
+    """(line, column, problem) of the first JSON error in a .json document or JSON-lines file; None when it parses."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        json.loads(text)
+        return None
+    except json.JSONDecodeError as whole:
+        first = (whole.lineno, whole.colno, whole.msg)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as exc:
+            as_lines = lineno > 1 or path.suffix.lower() == ".jsonl"  # a pretty-printed .json document fails on its first line
+            return (lineno, exc.colno, exc.msg) if as_lines else first
+    return None  # valid JSON lines: the loader failed for another reason
 
 
 def _as_messages(value, role: str):
@@ -112,14 +166,68 @@ def load_rows(spec: DataSpec, *, split: str, required: tuple[str, ...] = (), bas
     if len(ds) == 0:
         raise RlftError(f"data {label} has no rows", fix="point the stage at a file with data")
     ds = _limited(ds, spec)
-    for col, role in (("prompt", "user"), ("completion", "assistant")):
+    for col, role in (("prompt", "user"), ("completion", "assistant"), ("messages", None)):
         if col in ds.column_names:
-            bad = [i for i, v in enumerate(ds[col]) if v is None or (isinstance(v, str) and not v.strip())]
+            values = ds[col]
+            bad = [i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())]
             if bad:
                 raise RlftError(f"data {label} row {bad[0]}: empty {col!r}", fix=f"remove or fill the {len(bad)} empty row(s)")
-            if isinstance(ds[0][col], str):
+            wrong = next((i for i, v in enumerate(values) if not _text_or_messages(v, text=role is not None)), None)
+            if wrong is not None:
+                raise RlftError(
+                    f"data {label} row {wrong}: {col!r} is not {'text or ' if role else ''}a list of {{role, content}} messages "
+                    f"(got {str(values[wrong])[:80]})",
+                    fix='write chat messages like [{"role": "user", "content": "..."}]' + (", or plain text" if role else ""),
+                )
+            if role and isinstance(values[0], str):
                 ds = ds.map(lambda r, c=col, ro=role: {c: _as_messages(r[c], ro)})
     return ds, fingerprint(ds), label
+
+
+def _text_or_messages(value, *, text: bool) -> bool:
+    """A prompt or completion is text or chat messages; ``messages`` is chat messages only.
+
+    A message needs a role, and content (or, for an assistant's tool call, ``tool_calls``).
+    """
+    if isinstance(value, str):
+        return text
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and (m.get("content") is not None or m.get("tool_calls")) for m in value
+        )
+    )
+
+
+def check_lengths(ds, tokenizer, max_length: int, *, policy: str, label: str, where: str) -> int:
+    """Count the rows longer than ``max_length`` tokens; with ``policy="error"`` (``data.too_long``) refuse them instead.
+
+    A row's length is that of the longest sequence a trainer builds from it: its chat-templated prompt + answer
+    (the longer of chosen and rejected), its ``messages``, or its ``text`` (give or take a special token).
+    Returns the count of rows TRL will truncate, for the caller to report. ``where`` is the stage's data key path.
+    """
+    lengths = [_row_tokens(row, tokenizer) for row in ds]
+    over = [i for i, n in enumerate(lengths) if n > max_length]
+    if over and policy == "error":
+        raise RlftError(
+            f"data {label} row {over[0]} is {lengths[over[0]]} tokens, longer than max_length {max_length} "
+            f"({len(over)} of {len(ds)} rows are)",
+            where=where,
+            fix=f"shorten or drop those rows, raise the stage's trl.max_length, or let TRL cut them: {where}.too_long=truncate",
+        )
+    return len(over)
+
+
+def _row_tokens(row: dict, tok) -> int:
+    if isinstance(row.get("text"), str):
+        texts = [row["text"]]
+    else:
+        prompt = _as_messages(row.get("prompt") or [], "user")
+        answers = [_as_messages(row[c], "assistant") for c in ("completion", "chosen", "rejected") if row.get(c)]
+        chats = [row["messages"]] if row.get("messages") else [prompt + answer for answer in answers or [[]]]
+        texts = [tok.apply_chat_template(chat, tokenize=False) for chat in chats]
+    return max(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
 def fingerprint(ds) -> str:

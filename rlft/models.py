@@ -78,6 +78,75 @@ def resolve_model(ref: str, *, convert: bool = True) -> str:
     return ref
 
 
+def hub_offline() -> bool:
+    """True when the environment forbids the Hugging Face hub (read now, not at import, as tests and users set it late)."""
+    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def require_cached_when_offline(ref: str) -> None:
+    """A hub id under ``HF_HUB_OFFLINE=1`` must already be in the local hub cache: fail before the run, not at load time."""
+    if not hub_offline():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(ref, "config.json"), str)
+    except Exception:  # not even a valid repo id: certainly not cached
+        cached = False
+    if not cached:
+        raise RlftError(
+            f"model {ref!r} is neither a local folder nor in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading it",
+            fix=f"point `model:` at a folder with config.json (./{ref.rsplit('/', 1)[-1]}), use {BUNDLED_PREFIX}smollm2-135m-instruct, "
+            f"or fetch it once where there is network: `hf download {ref}`",
+        )
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Refuse a local model folder whose weights are only pickle files (``.bin``, ``.pt``): loading pickle can run code."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+    if pickled:
+        raise RlftError(
+            f"model folder {folder} holds its weights only as pickle files ({', '.join(pickled[:3])}); rlft loads safetensors only",
+            fix="convert it once where you trust the file: AutoModel.from_pretrained(folder).save_pretrained(new_folder) "
+            "(writes model.safetensors), then point the recipe at new_folder",
+        )
+
+
+def check_model_dir(path: Path, *, trust_remote_code: bool, needs_chat_template: bool) -> None:
+    """Check a model folder before any weights load: safetensors weights, its own code only with opt-in, a chat template where needed.
+
+    ``needs_chat_template``: a stage of the recipe feeds the model chat messages (rlft turns plain prompts into them).
+    """
+    require_safetensors(path)
+    configs = {name: _read_json(path / name) for name in ("config.json", "tokenizer_config.json")}
+    custom = [name for name, cfg in configs.items() if cfg.get("auto_map")]
+    if custom and not trust_remote_code:
+        raise RlftError(
+            f"model folder {path} ships its own Python code ({custom[0]} has auto_map), which runs when it loads; "
+            "the recipe does not allow that",
+            fix="read that code; if you trust it, set `trust_remote_code: true` at the top of the recipe",
+        )
+    templates = ("chat_template.jinja", "chat_template.json", "additional_chat_templates")
+    has_template = configs["tokenizer_config.json"].get("chat_template") or any((path / t).exists() for t in templates)
+    if needs_chat_template and (path / "tokenizer_config.json").exists() and not has_template:
+        raise RlftError(
+            f"the tokenizer in {path} has no chat template, and this recipe's prompts are chat messages",
+            fix="start from an instruct/chat model, or give this one a template: set tokenizer.chat_template and save_pretrained it",
+        )
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}  # a broken file is reported by transformers when it loads
+
+
 def convert_gguf(gguf: Path, target: Path) -> None:
     """De-quantise a GGUF checkpoint to fp32 safetensors in ``target`` (written atomically)."""
     import torch
@@ -105,10 +174,16 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     tmp.rename(target)
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise RlftError(
+            f"could not load the tokenizer of {path}: {str(exc).splitlines()[0]}",
+            fix="check the model reference; offline, only local folders and bundled: models load",
+        ) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -119,8 +194,9 @@ def load_causal_lm(path: str, *, trust_remote_code: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
+    require_safetensors(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True)
     except OSError as exc:
         raise RlftError(
             f"could not load model {path}: {str(exc).splitlines()[0]}",

@@ -8,15 +8,15 @@ Layout of a run folder::
     runs/<run id>/wandb/          the W&B runs (one per stage)
 
 A run folder is held by one pipeline at a time (an OS file lock, which a killed holder releases).
-Re-running with the same ``--run-id`` skips stages that finished with the same config, and reruns
-everything from the first stage that changed or did not finish.
+Re-running with the same ``--run-id`` skips stages whose fingerprint (``rlft.fingerprint``: config,
+data content, reward code, starting model, upstream stages, versions) matches a finished output, and
+resumes a stage that was interrupted from its last checkpoint (``rlft.checkpoints``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -25,16 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+from rlft.checkpoints import last_checkpoint
 from rlft.errors import RlftError
+from rlft.fingerprint import Fingerprint, explain, fingerprints, store, stored
 from rlft.recipe import Recipe
 from rlft.runtime import StageResult
-
-
-def stage_hash(recipe_dict: dict, stage_dict: dict) -> str:
-    """What decides whether a finished stage can be reused: its config plus the recipe-wide keys."""
-    shared = {k: recipe_dict.get(k) for k in ("model", "seed", "trust_remote_code", "launch")}
-    blob = json.dumps({"shared": shared, "stage": stage_dict}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def accelerate_config_path(ref: str, recipe_dir: Path) -> Path:
@@ -79,8 +74,11 @@ class RunLock:
         self.fd = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -104,10 +102,24 @@ def new_run_id(recipe: Recipe) -> str:
     return f"{recipe.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def write_error(path: Path, exc: OSError) -> RlftError:
+    """A failed write (disk full, no permission, read-only disk) as a user error naming the file; what was there stays."""
+    return RlftError(
+        f"cannot write {path}: {exc.strerror or exc}",
+        where=str(path.parent),
+        fix="free space on that disk or make the folder writable, or put runs elsewhere: rlft run --output-dir PATH",
+    )
+
+
 def write_json(path: Path, data) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it)."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from None
 
 
 def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, output_dir: str | None = None, console=None) -> dict:
@@ -132,39 +144,49 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
             "status": "running",
             "stages": [],
         }
-        rerun_rest = False
+        prints = fingerprints(recipe, Path(source).resolve().parent)
         for i, stage in enumerate(recipe.stages):
-            h = stage_hash(recipe_dict, recipe_dict["stages"][i])
+            fp = prints[stage.name]
             stage_dir = run_dir / stage.name
-            entry = {"name": stage.name, "kind": stage.kind, "hash": h}
-            cached = _finished(stage_dir, h) if not rerun_rest else None
+            entry = {"name": stage.name, "kind": stage.kind, "fingerprint": fp.digest}
+            cached = _finished(stage_dir, fp)
             if cached is not None:
                 say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind}) — already done with this config, reused")
                 entry.update(cached.to_dict(), status="cached")
                 summary["stages"].append(entry)
                 write_json(run_dir / "summary.json", summary)
                 continue
-            rerun_rest = True
-            say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind})")
+            why = explain(stored(stage_dir), fp) if stored(stage_dir) else ""
+            say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind})" + (f" — runs again: {why}" if why else ""))
             err = run_dir / f".{stage.name}.error.json"
             err.unlink(missing_ok=True)
             t0 = time.time()
             partial = run_dir / f".{stage.name}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
+            resume = _resumable(partial, fp)
+            if resume is not None:
+                say(f"   resuming an interrupted attempt from its {resume.name}")
+            else:
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                store(partial, fp)
             command = stage_command(recipe, stage, run_dir, Path(source).resolve().parent)
             if "accelerate.commands.launch" in command:
                 say(f"   launch: {' '.join(command[2:-4])}")
-            proc = subprocess.run(command)
+            proc = subprocess.run(command, preexec_fn=_die_with_parent, env=_stage_env())
             wall = round(time.time() - t0, 2)
             if proc.returncode == 0 and (stage_dir / "manifest.json").exists():
                 result = StageResult.read(stage_dir)
                 entry.update(result.to_dict(), process_wall_s=wall)
-                _stamp(stage_dir, h)
+                store(stage_dir, fp)
             else:
                 detail = json.loads(err.read_text()) if err.exists() else {"message": f"stage process exited with code {proc.returncode}"}
                 err.unlink(missing_ok=True)
-                shutil.rmtree(partial, ignore_errors=True)  # a killed launch may leave it behind
+                kept = last_checkpoint(partial / "trainer")
+                if kept is None:
+                    shutil.rmtree(partial, ignore_errors=True)  # a killed launch may leave it behind
+                else:
+                    entry["resume_from"] = str(kept)
+                    say(f"   {kept.name} kept in {partial}: run the same command again to resume from it")
                 entry.update(status="failed", error=detail["message"], wall_s=wall)
                 summary["stages"].append(entry)
                 for rest in recipe.stages[i + 1 :]:
@@ -189,7 +211,7 @@ def follow_pipeline(recipe: Recipe, *, source: str, run_dir: Path, say) -> dict:
     manifests and summary, and runs eval stages; a follower only joins each multi-process launch and
     skips the stages machine 0 will skip (finished with the same config).
     """
-    recipe_dict = recipe.model_dump(mode="json")
+    prints = fingerprints(recipe, Path(source).resolve().parent)
     deadline = time.time() + FOLLOWER_WAIT_S
     while not (run_dir / "recipe.json").exists():
         if time.time() > deadline:
@@ -200,24 +222,67 @@ def follow_pipeline(recipe: Recipe, *, source: str, run_dir: Path, say) -> dict:
         time.sleep(2)
     statuses = []
     for i, stage in enumerate(recipe.stages):
-        if not recipe.launch_for(stage).distributed or _finished(run_dir / stage.name, stage_hash(recipe_dict, recipe_dict["stages"][i])):
+        if not recipe.launch_for(stage).distributed or _finished(run_dir / stage.name, prints[stage.name]):
             statuses.append({"name": stage.name, "kind": stage.kind, "status": "left to machine 0"})
             continue
         say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind}) — joining machine 0's launch")
-        proc = subprocess.run(stage_command(recipe, stage, run_dir, Path(source).resolve().parent))
+        proc = subprocess.run(
+            stage_command(recipe, stage, run_dir, Path(source).resolve().parent), preexec_fn=_die_with_parent, env=_stage_env()
+        )
         statuses.append({"name": stage.name, "kind": stage.kind, "status": "joined" if proc.returncode == 0 else "failed"})
         if proc.returncode != 0:
             return {"run_id": run_dir.name, "run_dir": str(run_dir), "status": "failed", "stages": statuses}
     return {"run_id": run_dir.name, "run_dir": str(run_dir), "status": "done", "stages": statuses}
 
 
-def _finished(stage_dir: Path, h: str) -> StageResult | None:
-    stamp = stage_dir / ".stage_hash"
-    if not (stage_dir / "manifest.json").exists() or not stamp.exists() or stamp.read_text() != h:
+def _resumable(partial: Path, fp: Fingerprint) -> Path | None:
+    """The last complete checkpoint an interrupted attempt at this same stage (same fingerprint) left, if any."""
+    old = stored(partial)
+    if old is None or old.get("digest") != fp.digest:
+        return None
+    return last_checkpoint(partial / "trainer")
+
+
+def _stage_env() -> dict[str, str]:
+    """The stage's environment: ours, without a W&B service handle (``WANDB_SERVICE``, set in a process that already
+    used wandb, e.g. a notebook). Each stage then runs its own wandb service, which dies with it: a killed stage's
+    run id is not left "in use" in a shared service when the stage is resumed under that id."""
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+
+
+def _die_with_parent() -> None:
+    """In the stage process (Linux): be killed when the pipeline dies, so that a killed pipeline leaves no orphan writing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _finished(stage_dir: Path, fp: Fingerprint) -> StageResult | None:
+    """The finished output of this stage when its stored fingerprint matches (None: it must run)."""
+    old = stored(stage_dir)
+    if not (stage_dir / "manifest.json").exists() or old is None or old.get("digest") != fp.digest:
         return None
     result = StageResult.read(stage_dir)
     return result if result.status == "done" else None
 
 
-def _stamp(stage_dir: Path, h: str) -> None:
-    (stage_dir / ".stage_hash").write_text(h)
+def plan_status(recipe: Recipe, source: str, run_dir: Path) -> list[tuple[str, str, str]]:
+    """For ``rlft plan --run-id``: per stage, (name, "cached" | "runs" | "resumes", why)."""
+    prints = fingerprints(recipe, Path(source).resolve().parent)
+    out = []
+    for stage in recipe.stages:
+        fp, stage_dir = prints[stage.name], run_dir / stage.name
+        if _finished(stage_dir, fp) is not None:
+            out.append((stage.name, "cached", "finished with the same fingerprint"))
+            continue
+        resume = _resumable(run_dir / f".{stage.name}.partial", fp)
+        if resume is not None:
+            out.append((stage.name, "resumes", f"from {resume.name} of an interrupted attempt"))
+            continue
+        if (stage_dir / "manifest.json").exists():
+            out.append((stage.name, "runs", explain(stored(stage_dir), fp) or "its last attempt did not finish"))
+        else:
+            out.append((stage.name, "runs", "not run yet"))
+    return out

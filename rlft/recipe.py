@@ -33,6 +33,9 @@ class DataSpec(Strict):
     subset: str | None = Field(None, description="hub data sets: the configuration name (e.g. main for openai/gsm8k)")
     columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> column in the source, e.g. {prompt: question}")
     limit: int | None = Field(None, ge=1, description="use only the first N rows")
+    too_long: Literal["truncate", "error"] = Field(
+        "truncate", description="rows longer than the stage's trl.max_length: truncate (TRL keeps the start; rlft counts them) or error"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -69,6 +72,7 @@ class RewardRef(Strict):
     k: float = Field(1.0, ge=0.0, description="for reduce: mean_minus_std")
     normalize: bool = Field(False, description="for model: standardise scores by the first batch's mean and std")
     batch_size: int = Field(8, ge=1, description="for model: completions scored per forward pass")
+    timeout_s: float | None = Field(600.0, gt=0, description="seconds one call may take before the stage stops; null: no limit")
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -94,6 +98,7 @@ class TrackingSpec(Strict):
         None, description="default: offline, or online when WANDB_MODE=online and a key is present"
     )
     tags: list[str] = Field(default_factory=list)
+    fallback_offline: bool = Field(False, description="mode: online without a W&B key tracks offline instead of failing")
 
 
 class LaunchSpec(Strict):
@@ -136,6 +141,14 @@ class ScorecardSpec(Strict):
     rewards: list[RewardRef] | None = Field(None, description="rewards for eval/reward/<name>; default: the stage's own rewards")
 
 
+class CheckpointSpec(Strict):
+    """When a training stage checkpoints inside itself, so that a killed stage resumes (see ``rlft.checkpoints``)."""
+
+    every_steps: int | None = Field(None, ge=1, description="checkpoint every N optimizer steps")
+    every_minutes: float | None = Field(10.0, gt=0, description="checkpoint when this many minutes passed since the last one")
+    keep: int = Field(1, ge=1, description="checkpoints kept (the oldest are deleted)")
+
+
 class TrainStage(StageBase):
     data: DataSpec
     eval_data: DataSpec | None = Field(
@@ -144,6 +157,7 @@ class TrainStage(StageBase):
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of rows held out when there is no eval_data or test split")
     eval_limit: int | None = Field(100, ge=1, description="score at most the first N held-out rows (null: all)")
     scorecard: ScorecardSpec = ScorecardSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
     peft: PeftSpec | None = None
     trl: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the TRL config class")
 
@@ -272,11 +286,13 @@ class Recipe(Strict):
     @field_validator("stages")
     @classmethod
     def _unique_names(cls, stages):
-        seen = set()
-        for s in stages:
-            if s.name in seen:
-                raise ValueError(f"two stages are named {s.name!r}; stage names must be unique")
-            seen.add(s.name)
+        names = [s.name for s in stages]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(
+                    f"two stages are named {name!r} (stages {names.index(name)} and {i}); stage names must be unique. "
+                    f"rename one, e.g. stages.{i}.name={name}-2"
+                )
         return stages
 
     def stage(self, name: str):
@@ -302,7 +318,10 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
             if ref is None:
                 continue
             if ref not in earlier:
-                why = "comes later; stages run in order" if ref in names else "is not a stage of this recipe"
+                if ref == stage.name:
+                    why = "is this stage itself; a stage starts from an earlier stage, or from the recipe's model without init_from"
+                else:
+                    why = "comes later; stages run in order" if ref in names else "is not a stage of this recipe"
                 problems.append(
                     (
                         f"stages.{stage.name}.{key}",
@@ -310,7 +329,12 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
                     )
                 )
             elif not earlier[ref].produces_model:
-                problems.append((f"stages.{stage.name}.{key}", f"stage {ref!r} ({earlier[ref].kind}) makes no model to start from"))
+                problems.append(
+                    (
+                        f"stages.{stage.name}.{key}",
+                        f"stage {ref!r} ({earlier[ref].kind}) makes no model to start from; name a stage that trains one",
+                    )
+                )
         for key, ref in stage_reward_refs(stage):
             for model_ref in _model_refs(ref):
                 if model_ref in names and not (model_ref in earlier and earlier[model_ref].kind == "reward_model"):

@@ -68,6 +68,21 @@ def _unwrap(ann):
     return None
 
 
+def _other_kinds_hint(key, parent, kinds: dict) -> str:
+    """A key that other stage kinds take (``rewards:`` on an ``sft`` stage): say which kinds, and the nearest key here."""
+    if parent not in kinds.values():
+        return ""
+    owners = [kind for kind, cls in kinds.items() if key in cls.model_fields]
+    if not owners:
+        return ""
+    kind = next(k for k, cls in kinds.items() if cls is parent)
+    nested = [
+        f"{field}.{key}" for field, info in parent.model_fields.items() if key in getattr(_unwrap(info.annotation), "model_fields", {})
+    ]
+    nearest = f"; did you mean {nested[0]}?" if nested else "."
+    return f"{kind} stages take no `{key}:` ({', '.join(owners)} stages do){nearest} "
+
+
 def problems_from(exc: ValidationError, data: dict, root, kinds: dict) -> list[tuple[str, str]]:
     """Turn pydantic's errors into (key path, message with the fix) pairs, one per problem."""
     problems = []
@@ -77,8 +92,10 @@ def problems_from(exc: ValidationError, data: dict, root, kinds: dict) -> list[t
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1], data, root, kinds)
             allowed = list(parent.model_fields) if parent is not None and hasattr(parent, "model_fields") else []
-            hint = did_you_mean(loc[-1], allowed)
+            hint = _other_kinds_hint(loc[-1], parent, kinds) or did_you_mean(loc[-1], allowed)
             problems.append((path, f"unknown key. {hint}allowed here: {', '.join(allowed)}"))
+        elif err["type"] == "value_error":  # our own validators: the message carries the fix; the input can be a whole list
+            problems.append((path, str(err["msg"]).removeprefix("Value error, ")))
         elif err["type"] == "missing":
             problems.append((path, "required key is missing; add it"))
         elif err["type"] == "union_tag_invalid":

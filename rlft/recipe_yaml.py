@@ -53,7 +53,16 @@ def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
         if "=" not in item:
             raise RlftError(f"override {item!r} has no '='", fix="write overrides as key.path=value, e.g. stages.rl.trl.learning_rate=1e-6")
         key, _, raw = item.partition("=")
-        value = parse_yaml(raw) if raw.strip() else None
+        if not key.strip():
+            raise RlftError(f"override {item!r} has no key before '='", fix="write overrides as key.path=value, e.g. seed=7")
+        try:
+            value = parse_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise RlftError(
+                f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc})",
+                where=source,
+                fix=f"quote the value ({key}='...'); lists are [a, b], mappings {{k: v}}",
+            ) from None
         parts = key.strip().split(".")
         node: Any = data
         for i, part in enumerate(parts):
@@ -82,5 +91,9 @@ def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
                         node[part] = {"source": node[part]}  # expand the shorthand to reach its keys
                     node = node.setdefault(part, {})
             else:
-                raise RlftError(f"override {key}: {'.'.join(parts[:i])} is not a mapping", where=source)
+                raise RlftError(
+                    f"override {key}: {'.'.join(parts[:i])} is {node!r}, not a mapping with keys",
+                    where=source,
+                    fix=f"set {'.'.join(parts[:i])} itself ({'.'.join(parts[:i])}=VALUE), or check the key path",
+                )
     return data

@@ -3,18 +3,23 @@
 A reference is a registered name (``math_accuracy``), ``module:function`` (``rewards.format:TagFormat``)
 or ``file.py:function`` with an explicit colon (``./my_rewards.py:polite``, relative to the recipe).
 Resolution imports only what the reference names, and checks that the target has TRL's signature
-``(prompts, completions, **kwargs)`` before any model loads.
+``(prompts, completions, **kwargs)`` before any model loads. Every call runs under the reference's
+``timeout_s`` (``time_limit``), so a reward that hangs stops the stage with its name instead of hanging it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
 import inspect
 import math
 import numbers
+import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,21 +28,69 @@ from rlft.errors import RlftError
 CONTRACT = "fn(prompts, completions, **kwargs) -> list[float | None]"
 
 
+class _OutOfTime(BaseException):
+    """rlft's reward timer went off: a BaseException, so that a reward's own ``except Exception`` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, what: str):
+    """Raise ``RlftError`` naming ``what`` if the body runs longer than ``seconds`` of wall-clock time (None: no limit).
+
+    No thread is started: SIGALRM's real-time timer interrupts the main thread (a call stuck inside C code
+    stops when it returns to Python). An enclosing limit keeps its deadline: it fires first if it is nearer,
+    and is re-armed with what is left of it on exit. Off the main thread there is no limit.
+    """
+    if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    start, outer_left, armed, mine = time.monotonic(), signal.getitimer(signal.ITIMER_REAL)[0], [True], _OutOfTime()
+
+    def expire(signum, frame):
+        if not armed[0]:
+            return  # went off as the body finished
+        if outer_left and outer_left < seconds and callable(previous):
+            previous(signum, frame)  # the enclosing limit's deadline: its handler raises
+        raise mine
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer_left) if outer_left else seconds)
+    try:
+        try:
+            yield
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _OutOfTime as exc:
+        if exc is not mine:
+            raise
+        raise RlftError(
+            f"{what} did not return within {seconds:g} s",
+            fix="make it faster, or give it more time: `timeout_s:` on this reward in the recipe (null: no limit)",
+        ) from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - start), 1e-3))
+
+
 class Reward:
     """A reward callable with a display name, its kwargs bound, and its outputs checked.
 
     Picklable (holds the target, not a closure). Raises ``RlftError`` naming the reward and the
-    sample when the target returns the wrong number of values or a NaN/inf — never a silent zero.
+    sample when the target returns the wrong number of values or a NaN/inf — never a silent zero —
+    and when one call takes longer than ``timeout_s`` seconds (None: no limit; see ``time_limit``).
     """
 
-    def __init__(self, name: str, target, kwargs: dict | None = None):
+    def __init__(self, name: str, target, kwargs: dict | None = None, timeout_s: float | None = None):
         self.__name__ = name
         self.target = target
         self.kwargs = dict(kwargs or {})
+        self.timeout_s = timeout_s
 
     def __call__(self, prompts, completions, **columns) -> list[float | None]:
         try:
-            values = self.target(prompts=prompts, completions=completions, **columns, **self.kwargs)  # TRL calls by keyword
+            with time_limit(self.timeout_s, f"reward {self.__name__} (one call on {len(completions)} completions)"):
+                values = self.target(prompts=prompts, completions=completions, **columns, **self.kwargs)  # TRL calls by keyword
         except RlftError:
             raise
         except Exception as exc:
@@ -149,8 +202,10 @@ def _check_signature(obj, ref: str) -> tuple[str, ...]:
     )
 
 
-def resolve_reward(ref: str, *, weight: float = 1.0, kwargs: dict | None = None, base_dir: Path | None = None) -> ResolvedReward:
-    """Resolve one reference into a ``ResolvedReward`` (raises ``RlftError`` with a fix)."""
+def resolve_reward(
+    ref: str, *, weight: float = 1.0, kwargs: dict | None = None, base_dir: Path | None = None, timeout_s: float | None = None
+) -> ResolvedReward:
+    """Resolve one reference into a ``ResolvedReward`` (raises ``RlftError`` with a fix); ``timeout_s`` limits each call."""
     base_dir = base_dir or Path.cwd()
     obj, source = _lookup(ref, base_dir)
     kwargs = dict(kwargs or {})
@@ -169,7 +224,7 @@ def resolve_reward(ref: str, *, weight: float = 1.0, kwargs: dict | None = None,
             raise RlftError(f"reward {ref} takes no kwargs {unknown}", fix="remove them")
         required = tuple(c for c in required if c not in kwargs)
     display = ref.rsplit(":", 1)[-1] if ":" in ref else ref
-    return ResolvedReward(Reward(display, obj, kwargs), float(weight), required, source)
+    return ResolvedReward(Reward(display, obj, kwargs, timeout_s), float(weight), required, source)
 
 
 def _reward_model_path(ref: str, base_dir: Path, stage_models: dict[str, str | None]) -> str:
@@ -197,16 +252,21 @@ def resolve_ref(ref, *, base_dir: Path | None = None, stage_models: dict[str, st
     base_dir = base_dir or Path.cwd()
     stage_models = stage_models or {}
     if ref.name is not None:
-        return resolve_reward(ref.name, weight=ref.weight, kwargs=ref.kwargs, base_dir=base_dir)
+        return resolve_reward(ref.name, weight=ref.weight, kwargs=ref.kwargs, base_dir=base_dir, timeout_s=ref.timeout_s)
     if ref.model is not None:
         from rewards.model import RewardModelScorer
 
         path = _reward_model_path(ref.model, base_dir, stage_models)
         scorer = RewardModelScorer(path, batch_size=ref.batch_size, normalize=ref.normalize, name=ref.label)
-        return ResolvedReward(Reward(ref.label, scorer), float(ref.weight), (), f"reward model {path}")
+        return ResolvedReward(Reward(ref.label, scorer, timeout_s=ref.timeout_s), float(ref.weight), (), f"reward model {path}")
     from rewards.ensemble import Ensemble
 
     members = [resolve_ref(m, base_dir=base_dir, stage_models=stage_models) for m in ref.ensemble]
     ensemble = Ensemble([m.reward for m in members], [m.weight for m in members], reduce=ref.reduce, k=ref.k, name=ref.label)
     required = tuple(dict.fromkeys(c for m in members for c in m.required_columns))
-    return ResolvedReward(Reward(ref.label, ensemble), float(ref.weight), required, "ensemble of " + ", ".join(m.source for m in members))
+    return ResolvedReward(
+        Reward(ref.label, ensemble, timeout_s=ref.timeout_s),
+        float(ref.weight),
+        required,
+        "ensemble of " + ", ".join(m.source for m in members),
+    )

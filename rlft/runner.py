@@ -10,6 +10,7 @@ on failure the error goes to ``RUN_DIR/.STAGE.error.json`` and nothing that look
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -20,10 +21,13 @@ import traceback
 from importlib import metadata
 from pathlib import Path
 
+from rlft.checkpoints import last_checkpoint
 from rlft.errors import RlftError
 from rlft.recipe import recipe_from_dict
+from rlft.redact import scrub
 from rlft.runtime import StageContext, StageResult, quiet_libraries
 
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
 VERSIONED = ["rlft", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "wandb"]
 
 
@@ -102,9 +106,7 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
     rank, world = rank_and_world()
     _no_half_precision_on_cpu()
     partial = run_dir / f".{stage_name}.partial"
-    if world == 1:
-        shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True, exist_ok=True)  # launched on several processes: the pipeline made it fresh
+    partial.mkdir(parents=True, exist_ok=True)  # the pipeline made it: fresh, or kept to resume from its checkpoint
     ctx = StageContext(
         recipe=recipe, run_id=plan["run_id"], run_dir=run_dir, out_dir=partial, recipe_dir=Path(plan["recipe_dir"]), results=results
     )
@@ -117,9 +119,18 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
     set_seed(ctx.seed_for(cfg))
     config = {"recipe": plan["recipe"], "stage": cfg.model_dump(mode="json"), "run_id": plan["run_id"]}
     if rank == 0:
+        wandb_id = partial / ".wandb_id"  # an interrupted attempt's W&B run: continued under the same id
         ctx.tracker = tracking.start_stage_run(
-            tracking=recipe.tracking, run_id=plan["run_id"], run_dir=run_dir, stage_name=cfg.name, stage_kind=cfg.kind, config=config
+            tracking=recipe.tracking,
+            run_id=plan["run_id"],
+            run_dir=run_dir,
+            stage_name=cfg.name,
+            stage_kind=cfg.kind,
+            config=config,
+            resume_id=wandb_id.read_text().strip() if wandb_id.exists() else None,
         )
+        if ctx.tracker.id:
+            wandb_id.write_text(ctx.tracker.id)
     else:
         ctx.tracker = tracking.NullRun()  # only the main process talks to W&B
     t0 = time.time()
@@ -179,14 +190,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_stage(run_dir, stage_name)
         return 0
-    except BaseException as exc:  # record the failure for the pipeline, then leave no partial output
+    except BaseException as exc:  # record the failure for the pipeline; keep the partial output only to resume from
         rank, _ = rank_and_world()
         if rank != 0:  # the main process reports; the others only print
             traceback.print_exc()
             return 1
-        shutil.rmtree(run_dir / f".{stage_name}.partial", ignore_errors=True)
+        partial = run_dir / f".{stage_name}.partial"
+        if last_checkpoint(partial / "trainer") is None:
+            shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # disk full, quota, permission, read-only disk
+            exc = RlftError(
+                f"{exc.filename or 'a file'}: {exc.strerror}",
+                where=f"stage {stage_name}",
+                fix="free space on that disk (or make it writable), or set output_dir / rlft run --output-dir to another one; "
+                "finished stages are kept and reused",
+            )
         user_error = isinstance(exc, RlftError)
-        message = exc.render() if user_error else f"{type(exc).__name__}: {exc}"
+        message = scrub(exc.render() if user_error else f"{type(exc).__name__}: {exc}")
         if not user_error:
             traceback.print_exc()
         error_file(run_dir, stage_name).write_text(json.dumps({"type": type(exc).__name__, "message": message}))

@@ -150,6 +150,44 @@ def read_wandb_file(path: str | Path) -> WandbRun:
     return run
 
 
+def merge_attempts(attempts: list[WandbRun]) -> WandbRun:
+    """One run from the files of a resumed W&B run (oldest first): an interrupted stage continued under its id.
+
+    Offline, wandb writes each attempt to its own file. The history is stitched by ``train/global_step``
+    (else ``_step``): a later attempt restarts from its checkpoint, so the earlier attempt's rows from that
+    step on (logged after the checkpoint, then redone) are dropped — no step twice, none missing.
+    Config, state and exit code come from the last attempt; its summary updates the earlier ones'.
+    """
+    if len(attempts) == 1:
+        return attempts[0]
+    merged = WandbRun(**{**attempts[-1].__dict__, "history": [], "summary": {}})
+    for i, run in enumerate(attempts):
+        history = run.history
+        if i + 1 < len(attempts):
+            resumed_at = _first_step(attempts[i + 1].history)
+            if resumed_at is not None:
+                history = [row for row in history if (_row_step(row) is None or _row_step(row) < resumed_at)]
+        merged.history += history
+        merged.summary.update(run.summary)
+    merged.source = ", ".join(run.source for run in attempts)
+    return merged
+
+
+def _row_step(row: dict) -> float | None:
+    value = row.get("train/global_step", row.get("_step"))
+    return value if isinstance(value, int | float) else None
+
+
+def _first_step(history: list[dict]) -> float | None:
+    steps = [s for s in map(_row_step, history) if s is not None]
+    return min(steps) if steps else None
+
+
+def read_wandb_files(paths: list[Path]) -> WandbRun:
+    """Read one W&B run from its file(s), oldest first (several when an interrupted stage was resumed)."""
+    return merge_attempts([read_wandb_file(p) for p in sorted(paths, key=lambda p: p.parent.name)])
+
+
 # --------------------------------------------------------------------------- pipeline runs on disk
 
 

@@ -91,7 +91,7 @@ def load_start_model(ctx: StageContext, stage):
 
     ref = ctx.model_ref(stage.init_from)
     ctx.notes["start_model"] = ref
-    tok = load_tokenizer(ref)
+    tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     model = load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     return model, tok
 
@@ -197,16 +197,34 @@ def end_scorecard(card, cfg, ctx: StageContext, model_path: str, held_out=None) 
     return metrics
 
 
-def train_between_evaluations(trainer, stage_name: str, before: bool = True) -> tuple[dict, dict, dict]:
-    """Evaluate on the held-out set, train, evaluate again; return (before, after, base metrics).
+def check_row_lengths(cfg, ctx: StageContext, rows, tok, args) -> int:
+    """Rows longer than the trainer's ``max_length``: refused (``data.too_long: error``) or counted and reported (TRL cuts them)."""
+    from rlft.data import check_lengths
 
-    The base metrics hold parameter counts, runtime and step count, as every training stage reports them.
-    ``before=False`` skips the first evaluation (an empty dict stands for it).
+    max_length = getattr(args, "max_length", None)
+    if not max_length:
+        return 0
+    where = f"stages.{cfg.name}.data"
+    n = check_lengths(rows, tok, max_length, policy=cfg.data.too_long, label=cfg.data.source, where=where)
+    ctx.notes["rows_over_max_length"] = n
+    if n:
+        print(f"[{cfg.name}] {n} of {len(rows)} training rows are longer than max_length {max_length}: TRL truncates them", flush=True)
+    return n
+
+
+def train_between_evaluations(trainer, cfg, before: bool = True) -> tuple[dict, dict, dict]:
+    """Evaluate on the held-out set, train (resuming from a checkpoint if one is there), evaluate again.
+
+    Returns (before, after, base metrics). The base metrics hold parameter counts, runtime and step
+    count, as every training stage reports them. ``before=False`` skips the first evaluation (an
+    empty dict stands for it).
     """
-    use_rlft_progress(trainer, stage_name)
+    from rlft.checkpoints import train_resumable
+
+    use_rlft_progress(trainer, cfg.name)
     metrics = count_parameters(trainer.model)
     before = trainer.evaluate() if before else {}
-    output = trainer.train()
+    output = train_resumable(trainer, cfg)
     after = trainer.evaluate()
     metrics.update({"train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step})
     return before, after, metrics

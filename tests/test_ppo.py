@@ -360,3 +360,65 @@ def test_bf16_runs_steps_under_autocast_and_fp16_is_refused(tiny_model):
     assert seen == [(True, torch.bfloat16)] and output.global_step == 1
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     assert math.isfinite(output.log_history[0]["ppo/policy_loss"])
+
+
+def test_interrupted_ppo_resumes_from_its_checkpoint_to_the_same_run(tiny_model, tmp_path):
+    """A run stopped after step 4 and resumed from its step-3 checkpoint ends as the uninterrupted run does."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlft.checkpoints import Every, last_checkpoint
+    from rlft.ppo import PPOConfig, PPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    rows = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in sum_rows(10, with_completion=False)])
+    scope: dict = {}
+    exec(DIGITS_REWARD, scope)  # the reward the other runs use
+    digit_fraction = scope["digit_fraction"]
+
+    def trainer(out: Path, callbacks=()):
+        args = PPOConfig(
+            output_dir=str(out),
+            report_to="none",
+            use_cpu=True,
+            bf16=False,
+            seed=5,
+            max_steps=6,
+            per_device_train_batch_size=4,  # 10 rows, 4 per step: the data order wraps into a second shuffle
+            max_completion_length=5,
+            learning_rate=1e-2,
+            critic="shared",
+            adaptive_kl=True,
+            target_kl=0.01,
+            kl_horizon=8,
+        )
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        return PPOTrainer(model, tok, args, rows, [digit_fraction], peft_config=LoraConfig(r=4, lora_alpha=8), callbacks=callbacks)
+
+    whole = trainer(tmp_path / "whole")
+    expected = whole.train()
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_four(step, max_steps, logs):
+        if step == 4:
+            raise Crash
+
+    first = trainer(tmp_path / "cut", callbacks=[crash_after_four])
+    with pytest.raises(Crash):
+        first.train(should_save=Every(steps=3, minutes=None))
+    ckpt = last_checkpoint(tmp_path / "cut")
+    assert ckpt is not None and ckpt.name == "checkpoint-3"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["optimizer.pt", "ppo_state.json", "rng.pt", "trainable.safetensors"]
+
+    resumed = trainer(tmp_path / "cut")
+    output = resumed.train(resume_from_checkpoint=ckpt, should_save=Every(steps=3, minutes=None))
+    assert [h["step"] for h in output.log_history] == [1, 2, 3, 4, 5, 6]
+    for got, want in zip(output.log_history, expected.log_history, strict=True):
+        assert got["reward"] == pytest.approx(want["reward"], abs=1e-6) and got["kl"] == pytest.approx(want["kl"], abs=1e-6)
+    for (name, a), b in zip(whole._trainable().items(), resumed._trainable().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    assert resumed.kl_ctl.value == pytest.approx(whole.kl_ctl.value)
+    assert [p.name for p in (tmp_path / "cut").iterdir()] == ["checkpoint-3"]  # no checkpoint at the last step; one kept

@@ -26,17 +26,28 @@ loss scaler). ``max_steps`` counts such steps; the learning rate follows transfo
 (``lr_scheduler_type``, ``warmup_steps``) over all optimizer steps. Padding — before prompts, after
 EOS — is masked everywhere. The pure math lives in ``rlft.ppo.core``, sampling in
 ``rlft.ppo.rollout``, the critic in ``rlft.ppo.value``.
+
+**Checkpoints** (``train(should_save=...)``): ``<output_dir>/checkpoint-N/`` holds the trainable
+weights of policy and critic (the frozen rest is rebuilt from the starting models), the optimizer and
+scheduler states, the RNG states (data shuffles, sampling), the data position, the KL controller and
+the log history; ``ppo_state.json`` is written last and the folder renamed into place, so a checkpoint
+is complete or absent. ``train(resume_from_checkpoint=path)`` continues from it with the same
+randomness an uninterrupted run would have had.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import random
+import shutil
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -147,6 +158,7 @@ class PPOTrainer:
         self.generator = torch.Generator().manual_seed(args.data_seed if args.data_seed is not None else args.seed)
         self.global_step = 0
         self.log_history: list[dict] = []
+        self._order: list[int] = []  # the data order still to come (seeded shuffles, consumed from the front)
         self._pending_metrics: dict[str, list[float]] = defaultdict(list)
 
     # ------------------------------------------------------------------ setup
@@ -200,31 +212,100 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def train(self) -> TrainOutput:
-        """Run ``max_steps`` PPO steps; call the callbacks with each step's logs."""
+    def train(self, resume_from_checkpoint: str | Path | None = None, should_save: Callable[[int, int], bool] | None = None) -> TrainOutput:
+        """Run PPO steps up to ``max_steps`` (from a checkpoint's step when resuming); call the callbacks with each step's logs.
+
+        ``should_save(step, max_steps)``: whether to write a checkpoint after ``step`` (keeping
+        ``save_total_limit`` of them, default 1).
+        """
         t0 = time.time()
-        batches = self._prompt_batches()
-        for step in range(1, self.max_steps + 1):
+        if resume_from_checkpoint is not None:
+            self.load_checkpoint(resume_from_checkpoint)
+        for step in range(self.global_step + 1, self.max_steps + 1):
             with self._autocast():
-                logs = self.step(next(batches))
+                logs = self.step(self._next_rows())
             self.global_step = step
             self.log_history.append({"step": step, **logs})
             for callback in self.callbacks:
                 callback(step, self.max_steps, logs)
+            if should_save is not None and should_save(step, self.max_steps):
+                self.save_checkpoint()
         return TrainOutput(self.global_step, time.time() - t0, self.log_history)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _trainable(self) -> dict[str, torch.Tensor]:
+        named = [("policy", self.model), ("critic", self.critic)]
+        return {f"{part}.{name}": p for part, module in named for name, p in module.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self) -> Path:
+        """Write ``<output_dir>/checkpoint-<step>`` (complete or absent) and drop the oldest beyond ``save_total_limit``."""
+        from safetensors.torch import save_file
+
+        root = Path(self.args.output_dir)
+        final = root / f"checkpoint-{self.global_step}"
+        tmp = root / f".tmp-checkpoint-{self.global_step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self._trainable().items()}, tmp / "trainable.safetensors")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, tmp / "optimizer.pt")
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        state = {
+            "global_step": self.global_step,
+            "max_steps": self.max_steps,
+            "order": self._order,
+            "kl_controller": vars(self.kl_ctl),
+            "python_random": random.getstate()[1],
+            "log_history": self.log_history,
+        }
+        (tmp / "ppo_state.json").write_text(json.dumps(state))  # last: its presence marks the checkpoint complete
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        keep = self.args.save_total_limit or 1
+        older = sorted((p for p in root.glob("checkpoint-*") if p != final), key=lambda p: int(p.name.split("-")[1]))
+        for path in older[: max(0, len(older) - keep + 1)]:
+            shutil.rmtree(path, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything ``save_checkpoint`` wrote (weights_only loading: tensors and plain data, no pickled objects)."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        tensors = load_file(path / "trainable.safetensors")
+        params = self._trainable()
+        if set(tensors) != set(params):
+            raise ValueError(f"checkpoint {path} does not match this model: {sorted(set(tensors) ^ set(params))[:5]} ...")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(tensors[name].to(p.device, p.dtype))
+        opt = torch.load(path / "optimizer.pt", weights_only=True, map_location=self.device)
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+        rng = torch.load(path / "rng.pt", weights_only=True)
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        state = json.loads((path / "ppo_state.json").read_text())
+        self.global_step, self._order, self.log_history = state["global_step"], state["order"], state["log_history"]
+        vars(self.kl_ctl).update(state["kl_controller"])
+        random.setstate((3, tuple(state["python_random"]), None))
 
     def _autocast(self):
         """``bf16: true``: forward passes under bf16 autocast (weights and optimizer state stay fp32); else a no-op."""
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16))
 
-    def _prompt_batches(self) -> Iterator[dict[str, list]]:
-        """Rollout batches of rows (column -> values), from seeded shuffles of the data, cycling."""
-        n, size, order = len(self.train_dataset), self.args.rollout_batch_size, []
-        while True:
-            while len(order) < size:
-                order += torch.randperm(n, generator=self.generator).tolist()
-            yield self.train_dataset[order[:size]]
-            order = order[size:]
+    def _next_rows(self) -> dict[str, list]:
+        """The next rollout batch of rows (column -> values), from seeded shuffles of the data, cycling."""
+        n, size = len(self.train_dataset), self.args.rollout_batch_size
+        while len(self._order) < size:
+            self._order += torch.randperm(n, generator=self.generator).tolist()
+        rows, self._order = self._order[:size], self._order[size:]
+        return self.train_dataset[rows]
 
     def step(self, rows: dict[str, list]) -> dict:
         """One PPO step on a rollout batch of rows: sample, score, estimate advantages, optimise; return logs."""

@@ -75,7 +75,12 @@ def load_value_model(path: str, tokenizer, *, peft_config=None, trust_remote_cod
     """A separate critic from a causal-LM or sequence-classification folder (its backbone, and its head if it has one)."""
     from transformers import AutoModelForTokenClassification
 
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    from rlft.models import require_safetensors
+
+    require_safetensors(path)
+    model = AutoModelForTokenClassification.from_pretrained(
+        path, num_labels=1, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     if peft_config is not None:
         import copy

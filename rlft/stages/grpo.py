@@ -10,6 +10,7 @@ with the same rewards: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``eval/mean_l
 
 from __future__ import annotations
 
+from rlft.checkpoints import train_resumable
 from rlft.recipe import GRPOStage
 from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
@@ -58,7 +59,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     )
     use_rlft_progress(trainer, cfg.name)
     params = count_parameters(trainer.model)
-    output = trainer.train()
+    output = train_resumable(trainer, cfg)
 
     keys = ["reward", "reward_std", "kl", "completions/mean_length"] + [f"rewards/{r.reward.__name__}/mean" for r in rewards]
     metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}

@@ -15,6 +15,7 @@ from rlft.runtime import (
     StageContext,
     StageResult,
     begin_scorecard,
+    check_row_lengths,
     end_scorecard,
     final_train_metrics,
     load_pairs,
@@ -43,8 +44,9 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
     model, tok = load_start_model(ctx, cfg)
     card, baseline = begin_scorecard(cfg, ctx, held_out, model, tok)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    check_row_lengths(cfg, ctx, train, tok, args)
     trainer = KTOTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg))
-    before, after, metrics = train_between_evaluations(trainer, cfg.name)
+    before, after, metrics = train_between_evaluations(trainer, cfg)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/margins"]))
     metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
     metrics["eval/loss"] = after.get("eval_loss", float("nan"))

@@ -16,9 +16,11 @@ under ``ppo/`` and timings under ``time/``. The stage runs in one process.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
+from rlft.checkpoints import Every, last_checkpoint, replay_lost_steps
 from rlft.errors import RlftError
 from rlft.recipe import PPOStage
 from rlft.recipe_checks import trl_config_for
@@ -35,6 +37,19 @@ from rlft.runtime import (
     save_model,
     step_line,
 )
+
+
+def _resume_point(cfg: PPOStage, ctx: StageContext, args):
+    """The last complete checkpoint of an interrupted attempt, with its steps replayed into W&B where they were lost."""
+    args.save_total_limit = args.save_total_limit or cfg.checkpoint.keep
+    resume = last_checkpoint(args.output_dir)
+    if resume is None:
+        return None
+    print(f"[{cfg.name}] resuming from {resume.name} (weights, optimizer, scheduler, RNG and data position restored)", flush=True)
+    history = json.loads((resume / "ppo_state.json").read_text())["log_history"]
+    rows = [{"_step": e["step"], **{f"train/{k}": v for k, v in e.items() if k != "step"}} for e in history]
+    replay_lost_steps(rows, step_key="_step", log=lambda r: ctx.tracker.log({k: v for k, v in r.items() if k != "_step"}, step=r["_step"]))
+    return resume
 
 
 def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
@@ -88,7 +103,9 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     )
     params = count_parameters(trainer.model)
     critic = count_parameters(trainer.critic)
-    output = trainer.train()
+    output = trainer.train(
+        resume_from_checkpoint=_resume_point(cfg, ctx, args), should_save=Every(cfg.checkpoint.every_steps, cfg.checkpoint.every_minutes)
+    )
 
     keys = ["reward", "reward_std", "kl", "entropy", "completions/mean_length", "ppo/explained_variance", "ppo/kl_coef"]
     keys += [f"rewards/{r.reward.__name__}/mean" for r in rewards]

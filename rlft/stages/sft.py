@@ -16,6 +16,7 @@ from rlft.runtime import (
     StageContext,
     StageResult,
     begin_scorecard,
+    check_row_lengths,
     end_scorecard,
     final_train_metrics,
     load_split,
@@ -43,6 +44,7 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
 
     model, tok = load_start_model(ctx, cfg)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    check_row_lengths(cfg, ctx, train, tok, args)
     card, baseline = begin_scorecard(cfg, ctx, test, model, tok)
     trainer = SFTTrainer(
         model=model,
@@ -52,7 +54,7 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
         processing_class=tok,
         peft_config=lora_config(cfg),
     )
-    before, after, metrics = train_between_evaluations(trainer, cfg.name, before=cfg.scorecard.baseline)
+    before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.scorecard.baseline)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "mean_token_accuracy", "num_tokens"]))
     for prefix, result in (("baseline", before), ("eval", after)):
         if result:
