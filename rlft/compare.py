@@ -1,4 +1,4 @@
-"""``rlft compare``: the common scorecard of several runs side by side, best value per column marked.
+"""``rlft compare``: the common scorecard of several runs side by side, the best value per column and stage marked.
 
 A row is one stage of one pipeline run. Runs are named by run id (a folder under the runs folder, which
 is also the W&B group of its stages), by path, or as ``RUN/STAGE`` for one stage.
@@ -177,12 +177,16 @@ def columns_for(rows: list[Row]) -> dict[str, tuple[str, int]]:
     return cols
 
 
-def best_per_column(rows: list[Row], cols: dict[str, tuple[str, int]]) -> dict[str, float]:
-    best = {}
-    for name, (key, direction) in cols.items():
-        values = [r.metrics[key] for r in rows if isinstance(r.metrics.get(key), int | float)]
-        if direction and len(values) > 1:
-            best[name] = max(values) if direction > 0 else min(values)
+def best_per_column(rows: list[Row], cols: dict[str, tuple[str, int]]) -> dict[str, dict[str, float]]:
+    """Per stage name, the best value of each column among the runs: like is compared with like (an SFT stage's
+    train time with other SFT stages', an RL stage's KL with other RL stages'), and only where two or more runs have it."""
+    best: dict[str, dict[str, float]] = {}
+    for stage in dict.fromkeys(r.stage for r in rows):
+        group = [r for r in rows if r.stage == stage]
+        for name, (key, direction) in cols.items():
+            values = [r.metrics[key] for r in group if isinstance(r.metrics.get(key), int | float)]
+            if direction and len(values) > 1:
+                best.setdefault(stage, {})[name] = max(values) if direction > 0 else min(values)
     return best
 
 
@@ -211,7 +215,7 @@ def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
             indent=2,
         )
     table = [[r.run, r.stage, r.kind, *[_cell(r.metrics.get(key)) for key, _ in cols.values()]] for r in rows]
-    is_best = [[name in best and r.metrics.get(key) == best[name] for name, (key, _) in cols.items()] for r in rows]
+    is_best = [[r.metrics.get(key) == best.get(r.stage, {}).get(name, object()) for name, (key, _) in cols.items()] for r in rows]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
@@ -228,7 +232,7 @@ def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
         raise RlftError(f"unknown format {fmt!r}", fix="use rich, csv, markdown or json")
     from rich.table import Table
 
-    t = Table(title="held-out scorecard by run and stage (best per column in bold green)")
+    t = Table(title="held-out scorecard by run and stage (best per column among the runs' same stage in bold green)")
     for h in head:
         t.add_column(h)
     for cells, marks in zip(table, is_best, strict=True):

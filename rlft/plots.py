@@ -135,19 +135,27 @@ def _draw(curves: list[Curve], text: tuple[str, str, str], path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     title, xlabel, ylabel = text
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    held_out = all(c.markers_only for c in curves)
+    # held-out points: one panel per stage, since each stage's KL is to its own reference (its start, an eval's baseline)
+    groups = (
+        {stage: [c for c in curves if c.stage == stage] for stage in dict.fromkeys(c.stage for c in curves)} if held_out else {"": curves}
+    )
+    fig = Figure(figsize=(8 * max(1, min(len(groups), 3) * 0.75), 5), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for c in curves:
-        if c.markers_only:
-            ax.plot(c.x, c.y, marker="*", markersize=14, linestyle="none", label=c.label)
-        else:
-            ax.plot(c.x, c.y, marker=".", label=c.label)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    if xlabel == STEP_X:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, (stage, group) in zip(axes, groups.items(), strict=True):
+        for c in group:
+            if c.markers_only:
+                ax.plot(c.x, c.y, marker="*", markersize=14, linestyle="none", label=c.label.removesuffix(f"/{stage}"))
+            else:
+                ax.plot(c.x, c.y, marker=".", label=c.label)
+        ax.set(title=f"stage {stage}" if stage else title, xlabel=xlabel, ylabel=ylabel)
+        if xlabel == STEP_X:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if held_out:
+        fig.suptitle(title)
     fig.savefig(path, dpi=120)
 
 
@@ -166,7 +174,9 @@ def varied_labels(configs: dict[str, dict]) -> dict[str, str]:
     Runs that the shown values cannot tell apart keep their run id in front (``a: sft.beta=0.1``).
     """
     flat = {run: dict(_flatten(config)) for run, config in configs.items()}
-    keys = [k for k in dict.fromkeys(k for f in flat.values() for k in f) if not _bookkeeping(k)]
+    # keys every run has: recipe.json holds the full resolved recipe, so a key only some runs have comes from a
+    # different rlft version (a new key with its default) or a stage the others lack, not from a choice
+    keys = [k for k in dict.fromkeys(k for f in flat.values() for k in f) if not _bookkeeping(k) and all(k in f for f in flat.values())]
     varied = [k for k in keys if len({_shown(f, k) for f in flat.values()}) > 1]
     short = {k: _short(k) for k in varied}
     if len(set(short.values())) < len(short):
@@ -209,7 +219,7 @@ def _short(key: str) -> str:
 
 
 def _shown(flat: dict, key: str) -> str:
-    return _fmt(flat[key]) if key in flat else "unset"
+    return _fmt(flat[key])
 
 
 def _fmt(value: Any) -> str:

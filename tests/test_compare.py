@@ -83,7 +83,9 @@ def test_compare_table_holds_what_training_logged(two_runs):
     sft_metrics = json.loads((two_runs / "lr-low" / "summary.json").read_text())["stages"][0]["metrics"]
     assert rows["lr-low", "sft"]["accuracy"] == sft_metrics["eval/accuracy"]
     assert rows["lr-low", "sft"]["accuracy"] != rows["lr-high", "sft"]["accuracy"]  # the override changed the outcome
-    assert table["best"]["accuracy"] == max(r["accuracy"] for r in rows.values() if r["accuracy"] is not None)
+    assert table["best"]["sft"]["accuracy"] == max(rows[run, "sft"]["accuracy"] for run in ("lr-low", "lr-high"))
+    assert table["best"]["rl"]["kl_to_ref"] == min(rows[run, "rl"]["kl_to_ref"] for run in ("lr-low", "lr-high"))
+    assert "accuracy" not in table["best"]["rl"]  # best is per stage: an RL stage is not ranked against SFT stages
     assert table["columns"]["kl_to_ref"]["better"] == "lower"
     assert rows["lr-low", "rl"]["kl_to_ref"] is not None
 

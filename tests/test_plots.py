@@ -153,11 +153,14 @@ def test_varied_labels_name_what_differs():
     assert varied_labels(
         {"a": recipe(5e-7, output_dir="x", project="q", trl_out="o1"), "b": recipe(0.001, r=8, output_dir="y", trl_out="o2")}
     ) == {"a": "dpo.peft.lora.r=16, dpo.learning_rate=5e-07", "b": "dpo.peft.lora.r=8, dpo.learning_rate=0.001"}
-    # a key only one run has; runs the labels cannot tell apart keep their id
-    assert varied_labels({"a": recipe(1e-5), "b": recipe(1e-5), "c": recipe(1e-5, seed=3)}) == {
-        "a": "a: seed=unset",
-        "b": "b: seed=unset",
-        "c": "seed=3",
+    # a key only some runs have is another rlft version's default or another recipe's stage, not a choice: ignored
+    assert varied_labels({"a": recipe(1e-5), "b": recipe(1e-5), "c": recipe(1e-5, seed=3)}) == {"a": "a", "b": "b", "c": "c"}
+    # runs the shown values cannot tell apart (they differ beyond the first three keys) keep their id in front
+    alike = {run: {f"k{i}": v[i] for i in range(4)} for run, v in (("a", (0, 0, 0, 0)), ("b", (0, 0, 0, 1)), ("c", (1, 1, 1, 1)))}
+    assert varied_labels(alike) == {
+        "a": "a: k0=0, k1=0, k2=0, +1 more",
+        "b": "b: k0=0, k1=0, k2=0, +1 more",
+        "c": "k0=1, k1=1, k2=1, +1 more",
     }
     # nothing differs: the run id
     assert varied_labels({"a": recipe(1e-5, output_dir="x"), "b": recipe(1e-5, output_dir="y")}) == {"a": "a", "b": "b"}
