@@ -31,6 +31,7 @@ BUILTINS: dict[str, str] = {
     "overlong_penalty": "rewards.length",
     "repetition_penalty": "rewards.repetition",
     "code_tests": "rewards.code",
+    "general_ability": "rewards.general",
 }
 
 

@@ -6,6 +6,10 @@ the answer in ``<answer></answer>`` tags. Columns: ``prompt`` (chat messages), `
 ``support-preference`` / ``support-sft`` — customer-support questions with a helpful, correct, polite
 ``chosen`` answer and a ``rejected`` one (wrong, evasive, rude, off-topic, vague or correct-but-rude);
 see ``rlft/bundled_support.py``.
+``sentiment`` — short product reviews with a ``label`` (positive, negative, neutral) for ``classifier``
+stages; see ``rlft/bundled_sentiment.py``.
+``general-probe`` — 100 general questions with deterministic checks (facts, arithmetic, reasoning, language,
+instruction following), ``test`` split only, for eval stages' ``probe:``; see ``rlft/probes.py``.
 
 Splits: ``train`` and ``test``. The test split (held out) draws from number pairs that no train row
 uses, in either order, so no stage ever trains on a held-out sum. Everything is generated from a
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import random
 
-from rlft import bundled_support
+from rlft import bundled_sentiment, bundled_support, probes
 
 INSTRUCTION = "Put the final answer in <answer></answer> tags."
 
@@ -81,5 +85,7 @@ DATASETS = {
     "arithmetic-sft": lambda split: arithmetic_rows(split, with_solution=True),
     "support-preference": bundled_support.preference_rows,
     "support-sft": bundled_support.sft_rows,
+    "general-probe": probes.probe_rows,
+    "sentiment": bundled_sentiment.sentiment_rows,
 }
 SPLITS = ("train", "test")

@@ -55,7 +55,8 @@ def trainer_callback(policy: Every):
 
     class CheckpointEvery(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if policy(state.global_step, state.max_steps):
+            # a stage that stops here (early stopping) saves its final model itself: no checkpoint to resume from
+            if policy(state.global_step, state.max_steps) and not control.should_training_stop:
                 control.should_save = True
             return control
 

@@ -64,8 +64,10 @@ def plan(
         table.add_column(col)
     for i, s in enumerate(r.stages, 1):
         start = s.init_from or ("(last model)" if s.kind == "eval" else r.model)
+        if s.kind == "merge":
+            start = "soup of " + ", ".join(f"{m.label}×{m.weight:g}" for m in s.models)
         rewards = ", ".join(f"{x.label}×{x.weight:g}" for x in getattr(s, "rewards", []) or [])
-        data = f"{s.data.source}[{s.data.split or s.default_split}]"
+        data = f"{s.data.source}[{s.data.split or s.default_split}]" if s.data else ""
         table.add_row(str(i), s.name, s.kind, start, data, rewards)
     _console().print(table)
     for s in r.stages:
@@ -212,6 +214,66 @@ def runs_command(folder: Annotated[Path, typer.Argument(help="a folder of runs, 
         head = f"{r.headline[0]} {r.headline[1]:.3f}" if r.headline else ""
         table.add_row(r.run_id, r.recipe, r.status, stages, started, took, head)
     _console().print(table)
+
+
+@app.command()
+def sweep(
+    recipe: RecipeArg,
+    metric: Annotated[str, typer.Option(help="the summary metric to optimise, e.g. eval/reward/math_accuracy or eval/loss")],
+    direction: Annotated[str, typer.Option(help="maximize or minimize the metric")],
+    overrides: OverridesArg = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="a key to search and its distribution, repeatable: KEY=loguniform(LOW,HIGH) | uniform(LOW,HIGH) | int(LOW,HIGH) "
+            "| choice(A,B,...), e.g. stages.rl.trl.learning_rate=loguniform(1e-6,1e-4)",
+        ),
+    ] = None,
+    trials: Annotated[int, typer.Option(min=1, help="trials to run now (added to the sweep's earlier ones)")] = 10,
+    stage: Annotated[str | None, typer.Option(help="read the metric from this stage (default: the last stage that has it)")] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            help="after a stage, stop a trial that falls behind the median of earlier trials there (Optuna's MedianPruner, from the 6th trial)"
+        ),
+    ] = False,
+    sweep_id: Annotated[str | None, typer.Option(help="the sweep's name and folder; reuse one to add trials to it")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="where the sweep folder goes (default: the recipe's output_dir, runs/)")] = None,
+    wandb_sweep: Annotated[bool, typer.Option(help="run the search as a W&B sweep (online) instead of with Optuna")] = False,
+) -> None:
+    """Search hyperparameters with Optuna: each trial runs the recipe with sampled overrides; prints every trial, the best marked."""
+    from rlft.errors import RlftError
+    from rlft.sweep import prepare_sweep, render_trials, run_sweep, run_sweep_on_wandb
+
+    console = _console()
+    try:
+        if wandb_sweep and prune:
+            raise RlftError(
+                "--prune works with Optuna's search only", fix="leave out --prune, or leave out --wandb-sweep to search with Optuna"
+            )
+        setup = prepare_sweep(
+            recipe,
+            params=list(param or []),
+            metric=metric,
+            direction=direction,
+            overrides=list(overrides or []),
+            stage=stage,
+            sweep_id=sweep_id,
+            output_dir=output_dir,
+        )
+        if wandb_sweep:
+            rows = run_sweep_on_wandb(setup, trials=trials, console=console)
+        else:
+            import optuna
+
+            rows = run_sweep(setup, trials=trials, pruner=optuna.pruners.MedianPruner() if prune else None, console=console)
+    except Exception as exc:
+        _fail(exc)
+    render_trials(rows, setup, console)
+    console.print(f"add trials: the same command with --sweep-id {setup.sweep_id}")
+    if not any(r.state == "complete" for r in rows):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -32,3 +32,15 @@ class RecipeError(RlftError):
 
     def render(self) -> str:
         return self.what
+
+
+class CheckFailed(RlftError):
+    """A stage ran to its end, but its result fails a check its recipe set (an eval stage's ``forgetting.max_drop``).
+
+    ``result`` is the stage's ``StageResult``: the runner still writes its manifest (status ``failed``) and
+    outputs, and the pipeline copies its metrics into the summary, so the numbers behind the failure are kept.
+    """
+
+    def __init__(self, what: str, *, result, where: str | None = None, fix: str | None = None):
+        self.result = result
+        super().__init__(what, where=where, fix=fix)

@@ -189,14 +189,16 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     return tok
 
 
-def load_causal_lm(path: str, *, trust_remote_code: bool = False):
-    """Load a causal LM in fp32 (CPU-friendly) from a resolved reference."""
+def load_causal_lm(path: str, *, trust_remote_code: bool = False, **config_overrides):
+    """Load a causal LM in fp32 (CPU-friendly) from a resolved reference; ``config_overrides`` replace config fields (``attention_dropout=0.1``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     require_safetensors(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True, **config_overrides
+        )
     except OSError as exc:
         raise RlftError(
             f"could not load model {path}: {str(exc).splitlines()[0]}",

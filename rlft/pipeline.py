@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rlft.checkpoints import last_checkpoint
@@ -122,8 +123,21 @@ def write_json(path: Path, data) -> None:
         raise write_error(path, exc) from None
 
 
-def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, output_dir: str | None = None, console=None) -> dict:
-    """Run every stage; return the summary (also written to ``summary.json``)."""
+def run_pipeline(
+    recipe: Recipe,
+    *,
+    source: str,
+    run_id: str | None = None,
+    output_dir: str | None = None,
+    console=None,
+    after_stage: Callable[[dict], str | None] | None = None,
+) -> dict:
+    """Run every stage; return the summary (also written to ``summary.json``).
+
+    ``after_stage`` is called with the summary entry of each stage that finished (done or cached); a string
+    it returns stops the run before its next stage: the later stages stay ``not run``, the summary's status
+    is ``stopped`` and ``stopped`` holds that reason (``rlft sweep`` prunes trials this way).
+    """
     run_id = run_id or new_run_id(recipe)
     run_dir = Path(output_dir or recipe.output_dir).resolve() / run_id
     recipe_dict = recipe.model_dump(mode="json")
@@ -155,6 +169,8 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
                 entry.update(cached.to_dict(), status="cached")
                 summary["stages"].append(entry)
                 write_json(run_dir / "summary.json", summary)
+                if _stop_requested(after_stage, entry, summary, recipe.stages[i + 1 :], run_dir, say):
+                    return summary
                 continue
             why = explain(stored(stage_dir), fp) if stored(stage_dir) else ""
             say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind})" + (f" — runs again: {why}" if why else ""))
@@ -187,6 +203,7 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
                 else:
                     entry["resume_from"] = str(kept)
                     say(f"   {kept.name} kept in {partial}: run the same command again to resume from it")
+                entry.update({k: detail[k] for k in ("metrics", "output_dir") if k in detail})  # a failed check keeps its numbers
                 entry.update(status="failed", error=detail["message"], wall_s=wall)
                 summary["stages"].append(entry)
                 for rest in recipe.stages[i + 1 :]:
@@ -196,9 +213,23 @@ def run_pipeline(recipe: Recipe, *, source: str, run_id: str | None = None, outp
                 return summary
             summary["stages"].append(entry)
             write_json(run_dir / "summary.json", summary)
+            if _stop_requested(after_stage, entry, summary, recipe.stages[i + 1 :], run_dir, say):
+                return summary
         summary.update(status="done", finished=time.time())
         write_json(run_dir / "summary.json", summary)
         return summary
+
+
+def _stop_requested(after_stage, entry: dict, summary: dict, rest: list, run_dir: Path, say) -> bool:
+    """Ask ``after_stage`` whether to stop before the stages in ``rest``; if so, record them as not run, and why."""
+    reason = after_stage(entry) if after_stage is not None else None
+    if reason is None or not rest:
+        return False
+    say(f"   stopped before stage {rest[0].name}: {reason}")
+    summary["stages"] += [{"name": s.name, "kind": s.kind, "status": "not run"} for s in rest]
+    summary.update(status="stopped", stopped=reason, finished=time.time())
+    write_json(run_dir / "summary.json", summary)
+    return True
 
 
 FOLLOWER_WAIT_S = 1800

@@ -25,6 +25,52 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TransformSpec(BaseModel):
+    """One augmentation transform: a registered name (``rlft.augment.TRANSFORMS``), ``p``, and the transform's own options.
+
+    A plain string is shorthand for ``{name: ...}``; the other keys are the transform's options, e.g.
+    ``{name: noise, case: 0.2}``, checked against its options model (unknown ones get a did-you-mean).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    p: float = Field(1.0, gt=0.0, le=1.0, description="probability that an augmented copy gets this transform")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known(self):
+        from rlft.augment import check_transform
+
+        check_transform(self.name, self.model_extra or {})
+        return self
+
+
+class AugmentSpec(Strict):
+    """Cheap text transforms that add augmented copies of a training stage's rows (see ``rlft.augment``)."""
+
+    transforms: list[TransformSpec] = Field(
+        min_length=1, description="numbers, shuffle_shots, template, noise: each at most once, applied to a copy in that order"
+    )
+    ratio: float = Field(0.5, gt=0.0, le=1.0, description="share of training rows that get one augmented copy, added to them")
+    seed: int | None = Field(None, description="which rows and which variations; default: the stage's seed")
+
+    @field_validator("transforms")
+    @classmethod
+    def _once_each(cls, transforms):
+        names = [t.name for t in transforms]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"transform {', '.join(map(repr, twice))} is listed twice; list each transform once (options go on that entry)"
+            )
+        return transforms
+
+
 class DataSpec(Strict):
     """Where a stage's rows come from. A plain string is shorthand for ``{source: ...}``."""
 
@@ -36,6 +82,7 @@ class DataSpec(Strict):
     too_long: Literal["truncate", "error"] = Field(
         "truncate", description="rows longer than the stage's trl.max_length: truncate (TRL keeps the start; rlft counts them) or error"
     )
+    augment: AugmentSpec | None = Field(None, description="training stages: add augmented copies of training rows (rlft.augment)")
 
     @model_validator(mode="before")
     @classmethod
@@ -52,6 +99,56 @@ class LoraSpec(Strict):
 
 class PeftSpec(Strict):
     lora: LoraSpec | None = None
+
+
+class FreezeSpec(Strict):
+    """Selective fine-tuning: which parameters of the start model stay fixed (applied by ``rlft.selective``).
+
+    Blocks are the model's transformer blocks (its decoder layers), counted from the input side.
+    ``only`` names everything that trains, so it stands alone; ``bottom_blocks`` and ``top_blocks_only``
+    exclude each other. With ``peft.lora`` the block keys choose the blocks that get adapters.
+    """
+
+    embeddings: bool = Field(False, description="freeze the input embeddings (token and learned position; an output head tied to them too)")
+    bottom_blocks: int | None = Field(None, ge=1, description="freeze the first N blocks (input side); everything else trains")
+    top_blocks_only: int | None = Field(
+        None,
+        ge=1,
+        description="train only the last N blocks and what lies above them (final norm, untied output or classification head); "
+        "freeze the embeddings and the other blocks",
+    )
+    only: list[str] | None = Field(
+        None, min_length=1, description="train only parameters whose names match one of these regular expressions (re.search)"
+    )
+
+    @field_validator("only")
+    @classmethod
+    def _patterns_compile(cls, patterns):
+        import re
+
+        for i, pattern in enumerate(patterns or []):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"only[{i}] {pattern!r} is not a regular expression: {exc}") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _one_choice(self):
+        chosen = [k for k in ("embeddings", "bottom_blocks", "top_blocks_only") if getattr(self, k)]
+        if self.only is not None and chosen:
+            raise ValueError(
+                f"freeze.only names everything that trains, so freeze.{chosen[0]} cannot go with it; "
+                f"drop freeze.{chosen[0]}, or drop freeze.only"
+            )
+        if self.bottom_blocks and self.top_blocks_only:
+            raise ValueError(
+                "freeze.bottom_blocks and freeze.top_blocks_only both choose the trained blocks; keep one "
+                "(top_blocks_only: N trains the last N blocks, bottom_blocks: N freezes the first N)"
+            )
+        if not chosen and self.only is None:
+            raise ValueError("an empty freeze: fixes nothing; set embeddings, bottom_blocks, top_blocks_only or only, or remove freeze:")
+        return self
 
 
 class RewardRef(Strict):
@@ -127,6 +224,7 @@ class StageBase(Strict):
     launch: LaunchSpec | None = Field(None, description="default: the recipe's launch")
 
     produces_model: ClassVar[bool] = True
+    makes_policy: ClassVar[bool] = True  # its model generates text (an eval stage tests the last such model)
     default_split: ClassVar[str] = "train"
     required_columns: ClassVar[tuple[str, ...]] = ()
 
@@ -149,6 +247,24 @@ class CheckpointSpec(Strict):
     keep: int = Field(1, ge=1, description="checkpoints kept (the oldest are deleted)")
 
 
+class EarlyStoppingSpec(Strict):
+    """Stop a training stage when its held-out metric stops improving, and keep its best weights (see ``rlft.early_stopping``)."""
+
+    metric: str | None = Field(
+        None,
+        description="eval/loss (sft, reward_model, dpo, orpo, simpo, kto), eval/accuracy (sft, reward_model), eval/implicit_accuracy "
+        "(dpo, orpo, simpo); eval/reward (the weighted sum of the stage's rewards) or eval/reward/<name> (grpo, rloo, ppo); "
+        "default: eval/loss, or eval/reward for grpo, rloo and ppo",
+    )
+    every_steps: int = Field(10, ge=1, description="evaluate every N optimizer steps (and at the last step)")
+    patience: int = Field(3, ge=1, description="stop after this many evaluations in a row without improvement")
+    min_delta: float = Field(0.0, ge=0.0, description="an evaluation improves only when it beats the best by more than this")
+    restore_best: bool = Field(True, description="end with the weights of the best evaluation (else: those of the last step)")
+    prompts: int | None = Field(
+        None, ge=1, description="reward metrics: held-out prompts completed greedily at each evaluation; default: scorecard.prompts"
+    )
+
+
 class TrainStage(StageBase):
     data: DataSpec
     eval_data: DataSpec | None = Field(
@@ -158,7 +274,16 @@ class TrainStage(StageBase):
     eval_limit: int | None = Field(100, ge=1, description="score at most the first N held-out rows (null: all)")
     scorecard: ScorecardSpec = ScorecardSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    early_stopping: EarlyStoppingSpec | None = None
     peft: PeftSpec | None = None
+    freeze: FreezeSpec | None = Field(None, description="selective fine-tuning: parameters that stay fixed (default: full, or LoRA)")
+    dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="set every dropout probability of the model config (attention_dropout, resid_pdrop, ...) for this stage; "
+        "default: the model's own",
+    )
     trl: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the TRL config class")
 
     trl_config: ClassVar[str] = ""
@@ -170,6 +295,21 @@ class TrainStage(StageBase):
         "disable_tqdm": True,  # rlft prints its own progress line
         "dataloader_num_workers": 0,
     }
+
+    @model_validator(mode="after")
+    def _freeze_with_lora(self):
+        if self.freeze is None or self.peft is None or self.peft.lora is None:
+            return self
+        if self.freeze.embeddings:
+            raise ValueError(
+                "freeze.embeddings with peft.lora: LoRA keeps the embeddings fixed already (it trains adapters); drop freeze.embeddings"
+            )
+        if self.freeze.only is not None:
+            raise ValueError(
+                "freeze.only with peft.lora: LoRA trains adapters, not the named parameters; choose the modules that get "
+                "adapters with peft.lora.target_modules, or drop peft.lora to train the named parameters themselves"
+            )
+        return self
 
 
 class SFTStage(TrainStage):
@@ -196,6 +336,15 @@ class PPOStage(GRPOStage):
     kind: Literal["ppo"]
     trl_config: ClassVar[str] = "rlft.ppo:PPOConfig"
 
+    @model_validator(mode="after")
+    def _no_dropout(self):
+        if self.dropout:
+            raise ValueError(
+                "dropout does not apply to ppo: rlft's PPO turns dropout off on purpose (its probability ratios need the same "
+                "forward pass at rollout and update time); remove dropout:"
+            )
+        return self
+
 
 class PairStage(TrainStage):
     """A stage trained on preference pairs, with a held-out split it reports on."""
@@ -208,6 +357,7 @@ class RewardModelStage(PairStage):
 
     kind: Literal["reward_model"]
     trl_config: ClassVar[str] = "RewardConfig"
+    makes_policy: ClassVar[bool] = False
 
 
 class DPOStage(PairStage):
@@ -240,27 +390,164 @@ class KTOStage(PairStage):
     required_columns: ClassVar[tuple[str, ...]] = ()
 
 
+class ClassifierStage(TrainStage):
+    """A classification head with N labels on the start model, trained with transformers' Trainer on (text, label) rows."""
+
+    kind: Literal["classifier"]
+    num_labels: int | None = Field(None, ge=2, description="outputs of the head; default: the labels found in the training rows")
+    max_length: int = Field(256, ge=1, description="tokens per text; longer texts are cut (data.too_long: error refuses them)")
+    trl: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of transformers.TrainingArguments (the plain Trainer trains this stage)"
+    )
+
+    trl_config: ClassVar[str] = "transformers:TrainingArguments"
+    required_columns: ClassVar[tuple[str, ...]] = ("text", "label")
+    makes_policy: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _generates_nothing(self):
+        # By value, not by the keys set: a resolved recipe read back (recipe.json) holds every key.
+        default = ScorecardSpec().model_dump()
+        extra = [k for k, v in self.scorecard.model_dump().items() if k != "baseline" and v != default[k]]
+        if extra:
+            raise ValueError(
+                f"scorecard.{extra[0]} does not apply: a classifier generates no text; only scorecard.baseline "
+                "(score the untrained head too) does"
+            )
+        return self
+
+
+class OverfitCheckSpec(Strict):
+    """An eval stage also scores a sample of one training stage's own prompts (see ``rlft.guards``).
+
+    Reports ``train_sample/reward/<name>`` and ``generalisation_gap/<name>`` (train sample minus held-out)
+    for the model under test and, as ``baseline/...``, for the baseline.
+    """
+
+    stage: str = Field(description="an earlier training stage; its training rows (its data: after its held-out split) are sampled")
+    prompts: int = Field(32, ge=1, description="training prompts scored: a sample of its training rows, seeded by this stage's seed")
+
+
+class ProbeSpec(Strict):
+    """An eval stage also scores the general-ability probe ``bundled:general-probe`` (``rlft.probes``)."""
+
+    limit: int | None = Field(None, ge=1, description="score only the first N questions (round-robin over the categories); default: all")
+    max_new_tokens: int = Field(64, ge=1, description="tokens per probe answer")
+
+
+class ForgettingSpec(Strict):
+    """Fail the eval stage when the model's probe accuracy is more than ``max_drop`` below the baseline's."""
+
+    max_drop: float = Field(ge=0.0, le=1.0, description="largest allowed fall of probe/general/accuracy, e.g. 0.05 = 5 points")
+
+
 class EvalStage(StageBase):
     kind: Literal["eval"]
-    init_from: str | None = Field(None, description="the model under test: a stage name; default: the last stage that made a model")
+    init_from: str | None = Field(
+        None,
+        description="the model under test: a stage name; default: the last stage that made a policy (not a reward model or classifier)",
+    )
     baseline: str | None = Field("base", description="compare against: 'base' (the recipe's model), a stage name, or null")
     data: DataSpec
     rewards: list[RewardRef] = Field(min_length=1)
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(16, ge=1)
+    overfit_check: OverfitCheckSpec | None = Field(None, description="also score a training stage's own prompts: the generalisation gap")
+    probe: ProbeSpec | None = Field(None, description="also score the general-ability probe: probe/general/accuracy, per category, change")
+    forgetting: ForgettingSpec | None = Field(None, description="fail when probe accuracy drops more than max_drop; runs the probe")
 
     produces_model: ClassVar[bool] = False
+    makes_policy: ClassVar[bool] = False
     default_split: ClassVar[str] = "test"
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
+    @property
+    def probe_spec(self) -> ProbeSpec | None:
+        """The probe to score: ``probe``, or its defaults when only ``forgetting`` is set (forgetting is measured on it)."""
+        return self.probe or (ProbeSpec() if self.forgetting else None)
+
+
+class MergeMember(Strict):
+    """One model of a ``merge`` stage: exactly one of ``stage`` and ``path``, with a relative weight.
+
+    A plain string is shorthand: one that looks like a path (``./``, ``/``, ``~``) is ``{path: ...}``,
+    anything else ``{stage: ...}`` (``base`` included).
+    """
+
+    stage: str | None = Field(None, description="an earlier stage that made a policy, or 'base' (the recipe's model)")
+    path: str | None = Field(None, description="a local model folder: full weights, or a PEFT adapter (merged into its base first)")
+    weight: float = Field(1.0, gt=0, description="relative weight; a merge's weights are normalised to sum 1")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        if isinstance(value, str):
+            return {"path": value} if value.startswith((".", "/", "~")) else {"stage": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.stage is None) == (self.path is None):
+            raise ValueError("a merge member needs exactly one of stage: (an earlier stage, or base) and path: (a model folder)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name metrics use (``member/<label>/...``): the stage name, or the folder's own name."""
+        return self.stage or self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def folder(self, recipe_dir: Path) -> Path:
+        """A ``path`` member's folder: as written when it is absolute or exists from here, else from the recipe's folder."""
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() or path.exists() else recipe_dir / path
+
+
+class MergeStage(StageBase):
+    """Average the weights of several models of one architecture (a "model soup"), optionally scored against each member.
+
+    With ``data`` and ``rewards``, the soup and every member answer the same held-out prompts greedily;
+    the stage reports ``eval/reward/<name>``, ``member/<label>/reward/<name>``, ``soup_beats_members``
+    and ``soup_minus_best_member`` (on the first reward).
+    """
+
+    kind: Literal["merge"]
+    models: list[MergeMember] = Field(min_length=2, description="the members: stage names, base, {stage|path: ..., weight: ...}")
+    data: DataSpec | None = Field(None, description="held-out prompts on which the soup and each member are scored; default split: test")
+    rewards: list[RewardRef] = Field(default_factory=list, description="rewards for that comparison; the first decides soup_beats_members")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+    default_split: ClassVar[str] = "test"
+    required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
+
+    @model_validator(mode="after")
+    def _inputs(self):
+        if self.init_from is not None:
+            raise ValueError(f"a merge stage takes its models from models:, not init_from; add {self.init_from!r} to models:")
+        if (self.data is None) != (not self.rewards):
+            raise ValueError("data: and rewards: go together: the soup and its members are scored on data's prompts by rewards")
+        return self
+
 
 Stage = Annotated[
-    SFTStage | RewardModelStage | DPOStage | ORPOStage | SimPOStage | KTOStage | GRPOStage | RLOOStage | PPOStage | EvalStage,
+    SFTStage
+    | RewardModelStage
+    | ClassifierStage
+    | DPOStage
+    | ORPOStage
+    | SimPOStage
+    | KTOStage
+    | GRPOStage
+    | RLOOStage
+    | PPOStage
+    | EvalStage
+    | MergeStage,
     Field(discriminator="kind"),
 ]
 STAGE_KINDS = {
     "sft": SFTStage,
     "reward_model": RewardModelStage,
+    "classifier": ClassifierStage,
     "dpo": DPOStage,
     "orpo": ORPOStage,
     "simpo": SimPOStage,
@@ -269,6 +556,7 @@ STAGE_KINDS = {
     "rloo": RLOOStage,
     "ppo": PPOStage,
     "eval": EvalStage,
+    "merge": MergeStage,
 }
 
 
@@ -299,8 +587,8 @@ class Recipe(Strict):
         return next(s for s in self.stages if s.name == name)
 
     def launch_for(self, stage) -> LaunchSpec:
-        """How ``stage`` starts: its own ``launch``, else the recipe's; eval stages always in one process."""
-        if stage.kind == "eval":
+        """How ``stage`` starts: its own ``launch``, else the recipe's; eval and merge stages always in one process."""
+        if stage.kind in ("eval", "merge"):
             return LaunchSpec()
         return stage.launch or self.launch
 
@@ -314,6 +602,8 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
         refs = [("init_from", stage.init_from)]
         if isinstance(stage, EvalStage) and stage.baseline not in (None, "base"):
             refs.append(("baseline", stage.baseline))
+        if isinstance(stage, MergeStage):
+            refs += [(f"models[{i}].stage", m.stage) for i, m in enumerate(stage.models) if m.stage != "base"]
         for key, ref in refs:
             if ref is None:
                 continue
@@ -335,6 +625,22 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
                         f"stage {ref!r} ({earlier[ref].kind}) makes no model to start from; name a stage that trains one",
                     )
                 )
+            elif isinstance(stage, EvalStage) and not earlier[ref].makes_policy:
+                problems.append(
+                    (
+                        f"stages.{stage.name}.{key}",
+                        f"stage {ref!r} ({earlier[ref].kind}) makes a model that scores text and does not generate it; "
+                        "an eval stage generates: name a stage that trains a policy (sft, dpo, grpo, ...)",
+                    )
+                )
+            elif isinstance(stage, MergeStage) and not earlier[ref].makes_policy:
+                problems.append(
+                    (
+                        f"stages.{stage.name}.{key}",
+                        f"stage {ref!r} ({earlier[ref].kind}) makes a model that scores text; a merge averages policies: "
+                        "name a stage that trains one (sft, dpo, grpo, ...)",
+                    )
+                )
         for key, ref in stage_reward_refs(stage):
             for model_ref in _model_refs(ref):
                 if model_ref in names and not (model_ref in earlier and earlier[model_ref].kind == "reward_model"):
@@ -346,6 +652,18 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
                     f"rlft's PPO trainer runs in one process; launch this stage alone with stages.{stage.name}.launch.num_processes=1",
                 )
             )
+        if isinstance(stage, EvalStage) and (stage.overfit_check or stage.forgetting):
+            from rlft.guards import spec_problems as guard_problems
+
+            problems += guard_problems(stage, earlier)
+        if getattr(stage, "early_stopping", None) is not None:
+            from rlft.early_stopping import spec_problems
+
+            problems += spec_problems(stage)
+        if any(getattr(getattr(stage, key, None), "augment", None) is not None for key in ("data", "eval_data")):
+            from rlft.augment import spec_problems as augment_problems
+
+            problems += augment_problems(stage)
         earlier[stage.name] = stage
     return problems
 

@@ -13,6 +13,9 @@ from rlft.errors import RecipeError, RlftError
 from rlft.recipe import Recipe, TrainStage, stage_reward_refs
 from rlft.recipe_errors import did_you_mean
 
+# Keys that older transformers/TRL releases (and many published recipes) use, with where they went.
+MOVED_KEYS = {"warmup_ratio": "transformers 5 folded it into warmup_steps: a value below 1 is a share of the steps (warmup_steps: 0.1). "}
+
 
 def config_class(ref: str):
     """``SFTConfig`` -> ``trl.SFTConfig``; ``module.path:Class`` -> that class (rlft's PPO, TRL's experimental trainers)."""
@@ -39,7 +42,7 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
     unknown = [k for k in stage.trl if k not in fields and not (k.endswith(("checkpointing", "checkpointing_kwargs")) and k in aliases)]
     if unknown:
         raise RlftError(
-            "; ".join(f"unknown {cls.__name__} key {k!r}. {did_you_mean(k, fields)}" for k in unknown).strip(),
+            "; ".join(f"unknown {cls.__name__} key {k!r}. {MOVED_KEYS.get(k) or did_you_mean(k, fields)}" for k in unknown).strip(),
             where=f"stages.{stage.name}.trl",
             fix=f"see the fields of {cls.__module__}.{cls.__name__}",
         )
@@ -60,9 +63,13 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
     _checkpointing_names(cls, kwargs, stage.trl)
     kwargs.update(output_dir=output_dir, report_to=report_to, run_name=None)
     try:
-        return cls(**kwargs)
+        args = cls(**kwargs)
     except (ValueError, TypeError) as exc:
         raise RlftError(f"TRL rejects this config: {exc}", where=f"stages.{stage.name}.trl", fix="change the named key") from exc
+    from rlft.selective import check_dropout_kept
+
+    check_dropout_kept(stage, args)
+    return args
 
 
 def _checkpointing_names(cls, kwargs: dict, given: dict) -> None:
@@ -118,7 +125,8 @@ def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, h
     try:
         folder = Path(resolve_model(recipe.model, convert=False))
         if (folder / "config.json").exists():  # a local folder, or the bundled model once converted
-            needs_chat = any(s.kind != "sft" for s in recipe.stages)  # rlft feeds every other stage kind chat messages
+            # rlft feeds every stage kind but sft (which takes plain text too) and classifier (plain text only) chat messages
+            needs_chat = any(s.kind not in ("sft", "classifier") for s in recipe.stages)
             check_model_dir(folder, trust_remote_code=recipe.trust_remote_code, needs_chat_template=needs_chat)
         elif here and not recipe.model.startswith("bundled:"):  # a hub id: `rlft plan` of a GPU recipe offline is fine
             require_cached_when_offline(recipe.model)

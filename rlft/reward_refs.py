@@ -270,3 +270,15 @@ def resolve_ref(ref, *, base_dir: Path | None = None, stage_models: dict[str, st
         required,
         "ensemble of " + ", ".join(m.source for m in members),
     )
+
+
+def require_columns(rewards: list, columns, *, rows: str, where: str, fix: str) -> None:
+    """Refuse, naming it, the first resolved reward that needs a column ``rows`` (e.g. "the held-out rows") lack."""
+    for r in rewards:
+        missing = [c for c in r.required_columns if c not in columns]
+        if missing:
+            raise RlftError(
+                f"reward {r.reward.__name__} needs column(s) {missing}, which {rows} lack",
+                where=where,
+                fix=f"their columns are {sorted(columns)}; {fix}",
+            )

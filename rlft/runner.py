@@ -5,7 +5,10 @@ W&B state, memory returned to the OS). Under ``accelerate launch`` every process
 only the main process (rank 0) talks to W&B, writes the manifest and renames the output, after the
 other ranks have reported which rows they trained on (``launch`` in the manifest). Output is written
 to ``RUN_DIR/.STAGE.partial`` and renamed to ``RUN_DIR/STAGE`` only when the stage succeeded;
-on failure the error goes to ``RUN_DIR/.STAGE.error.json`` and nothing that looks finished remains.
+on failure the error goes to ``RUN_DIR/.STAGE.error.json`` and nothing that looks finished remains —
+except for a stage that ran to its end and failed a check its recipe set (``CheckFailed``, e.g. an eval
+stage's ``forgetting``): its folder is kept with a manifest of status ``failed``, and its metrics go to
+the error file too, so the numbers behind the failure stay (it is never reused: only ``done`` is).
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import shutil
 import sys
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 
 from rlft.checkpoints import last_checkpoint
-from rlft.errors import RlftError
+from rlft.errors import CheckFailed, RlftError
+from rlft.fingerprint import installed_versions
 from rlft.recipe import recipe_from_dict
 from rlft.redact import scrub
 from rlft.runtime import StageContext, StageResult, quiet_libraries
@@ -32,13 +35,7 @@ VERSIONED = ["rlft", "torch", "transformers", "trl", "peft", "datasets", "accele
 
 
 def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {"python": platform.python_version(), **installed_versions(VERSIONED, missing="not installed")}
 
 
 def error_file(run_dir: Path, stage: str) -> Path:
@@ -134,8 +131,12 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
     else:
         ctx.tracker = tracking.NullRun()  # only the main process talks to W&B
     t0 = time.time()
+    failed = None
     try:
         result = stages.get(cfg.kind).run(cfg, ctx)
+    except CheckFailed as exc:  # it ran to its end but failed a check its recipe set: its outputs and numbers are kept
+        failed, result = exc, exc.result
+        result.status, result.error = "failed", scrub(exc.render())
     except BaseException:
         ctx.tracker.finish(exit_code=1)
         raise
@@ -166,10 +167,12 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
         **ctx.notes,
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    ctx.tracker.finish()
+    ctx.tracker.finish(exit_code=1 if failed else 0)
     if final_dir.exists():
         shutil.rmtree(final_dir)
     partial.rename(final_dir)
+    if failed is not None:
+        raise failed
     return result
 
 
@@ -209,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         message = scrub(exc.render() if user_error else f"{type(exc).__name__}: {exc}")
         if not user_error:
             traceback.print_exc()
-        error_file(run_dir, stage_name).write_text(json.dumps({"type": type(exc).__name__, "message": message}))
+        kept = {"metrics": exc.result.metrics, "output_dir": exc.result.output_dir} if isinstance(exc, CheckFailed) else {}
+        error_file(run_dir, stage_name).write_text(json.dumps({"type": type(exc).__name__, "message": message, **kept}))
         print(f"[{stage_name}] failed: {message}", file=sys.stderr, flush=True)
         return 2 if user_error else 1
 

@@ -86,13 +86,14 @@ class StageContext:
 
 
 def load_start_model(ctx: StageContext, stage):
-    """Load the tokenizer and causal LM a stage starts from."""
+    """Load the tokenizer and causal LM a stage starts from, with the stage's ``dropout:`` and ``freeze:`` (``rlft.selective``)."""
     from rlft.models import load_causal_lm, load_tokenizer
+    from rlft.selective import load_start
 
     ref = ctx.model_ref(stage.init_from)
     ctx.notes["start_model"] = ref
     tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
-    model = load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code)
+    model = load_start(ctx, stage, ref, lambda **dropout: load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code, **dropout))
     return model, tok
 
 
@@ -100,7 +101,8 @@ def load_split(cfg, ctx: StageContext, *, kind: str | None = None, required: tup
     """Training rows and held-out rows of a training stage.
 
     Held-out rows: ``eval_data``, else the bundled source's ``test`` split, else a seeded
-    ``eval_fraction`` of the rows. Records both in the manifest's ``data`` entry.
+    ``eval_fraction`` of the rows. Records both in the manifest's ``data`` entry. With ``data.augment``,
+    augmented copies of training rows are added (``rlft.augment``; held-out rows stay as they are).
     """
     from rlft.data import load_rows
 
@@ -118,6 +120,10 @@ def load_split(cfg, ctx: StageContext, *, kind: str | None = None, required: tup
             )
         parts = rows.train_test_split(test_size=cfg.eval_fraction, seed=ctx.seed_for(cfg))
         train, test, test_label = parts["train"], parts["test"], f"{label} (held-out {cfg.eval_fraction:.0%})"
+    if cfg.data.augment is not None:  # training rows only, after the held-out ones are set apart (rlft.augment)
+        from rlft.augment import augment_split
+
+        train = augment_split(train, test, cfg, ctx)
     if cfg.eval_limit is not None and len(test) > cfg.eval_limit:
         test = test.select(range(cfg.eval_limit))
     ctx.notes["data"] = {"train": label, "rows": len(train), "held_out": test_label, "held_out_rows": len(test), "fingerprint": fp}
@@ -164,14 +170,10 @@ def begin_scorecard(cfg, ctx: StageContext, held_out, model, tok, rewards: list 
 
 
 def _applicable(rewards: list, columns: dict, cfg) -> list:
-    for r in rewards:
-        missing = [c for c in r.required_columns if c not in columns]
-        if missing:
-            raise RlftError(
-                f"reward {r.reward.__name__} needs column(s) {missing}, which the held-out rows lack",
-                where=f"stages.{cfg.name}.scorecard.rewards",
-                fix=f"held-out columns are {sorted(columns)}; map one with `eval_data.columns`, or set scorecard.rewards",
-            )
+    from rlft.reward_refs import require_columns
+
+    fix = "map one with `eval_data.columns`, or set scorecard.rewards"
+    require_columns(rewards, columns, rows="the held-out rows", where=f"stages.{cfg.name}.scorecard.rewards", fix=fix)
     return rewards
 
 
@@ -212,32 +214,45 @@ def check_row_lengths(cfg, ctx: StageContext, rows, tok, args) -> int:
     return n
 
 
-def train_between_evaluations(trainer, cfg, before: bool = True) -> tuple[dict, dict, dict]:
+def train_between_evaluations(trainer, cfg, before: bool = True, ctx: StageContext | None = None) -> tuple[dict, dict, dict]:
     """Evaluate on the held-out set, train (resuming from a checkpoint if one is there), evaluate again.
 
     Returns (before, after, base metrics). The base metrics hold parameter counts, runtime and step
     count, as every training stage reports them. ``before=False`` skips the first evaluation (an
-    empty dict stands for it).
+    empty dict stands for it). With the stage's ``early_stopping:`` (stage kinds that allow it pass
+    ``ctx``), training may stop early and end with its best weights, which the second evaluation sees.
     """
     from rlft.checkpoints import train_resumable
+    from rlft.early_stopping import watch_loss
 
     use_rlft_progress(trainer, cfg.name)
     metrics = count_parameters(trainer.model)
+    stopping = watch_loss(trainer, cfg, ctx) if ctx is not None else None
     before = trainer.evaluate() if before else {}
     output = train_resumable(trainer, cfg)
     after = trainer.evaluate()
     metrics.update({"train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step})
+    metrics.update(stopping.metrics if stopping else {})
     return before, after, metrics
 
 
-def lora_config(stage, task_type: str = "CAUSAL_LM"):
-    """A PEFT LoraConfig from the stage's ``peft.lora`` (None for full fine-tuning)."""
+def lora_config(stage, task_type: str = "CAUSAL_LM", model=None):
+    """A PEFT LoraConfig from the stage's ``peft.lora`` (None for full fine-tuning).
+
+    ``model``: the model the adapter wraps; the blocks its ``freeze:`` fixes then get no adapter
+    (``exclude_modules``). Without it (PPO's critic) every block gets one.
+    """
     if stage.peft is None or stage.peft.lora is None:
         return None
     from peft import LoraConfig
 
+    from rlft.selective import lora_exclusions
+
     lo = stage.peft.lora
-    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type=task_type)
+    exclude = lora_exclusions(stage, model) if model is not None else None
+    return LoraConfig(
+        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, exclude_modules=exclude, task_type=task_type
+    )
 
 
 def count_parameters(model) -> dict[str, int]:
@@ -257,8 +272,12 @@ def save_model(model, tokenizer, out_dir: Path, trainer=None) -> str:
     """Save the trained model as plain safetensors (LoRA merged into the base) under ``out_dir/model``.
 
     Several processes: with sharded weights (FSDP, DeepSpeed) every rank takes part in the Trainer's
-    own gathering save; otherwise (DDP: the same weights on every rank) only rank 0 writes.
+    own gathering save; otherwise (DDP: the same weights on every rank) only rank 0 writes. The config
+    keeps the start model's dropout values (a stage's ``dropout:`` is its own).
     """
+    from rlft.selective import restore_dropout
+
+    restore_dropout(model)
     target = out_dir / "model"
     if trainer is not None and (getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)):
         trainer.save_model(str(target))

@@ -6,10 +6,12 @@ Every stage ends by scoring its model on rows it did not train on, and writes wh
 metric                  meaning                                                                     stages
 ======================  ==========================================================================  =========================
 ``eval/accuracy``       preference pairs ranked right (chosen above rejected; ties count half):      reward_model, dpo, kto,
-                        a reward model by its score, a policy by its mean token log-probability;     orpo, simpo, sft
-                        SFT: held-out next-token accuracy
+                        a reward model by its score, a policy by its mean token log-probability;     orpo, simpo, sft,
+                        SFT: held-out next-token accuracy; classifier: held-out texts labelled      classifier
+                        right (also ``eval/macro_f1``)
 ``eval/loss``           the trainer's own held-out loss                                              sft, reward_model, dpo,
-                                                                                                     kto, orpo, simpo
+                                                                                                     kto, orpo, simpo,
+                                                                                                     classifier
 ``eval/reward/<name>``  mean reward of greedy completions to held-out prompts                        grpo, rloo, ppo, eval;
                                                                                                      others with scorecard.rewards
 ``eval/kl_to_ref``      mean over held-out prompts of the summed per-token KL(policy ‖ reference)    every stage that makes a
@@ -82,14 +84,17 @@ def _ready(model, device):
     return model
 
 
-def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int, ref=None) -> Generated:
-    """Greedy completions of ``model``; with ``ref``, also the per-prompt KL(model ‖ ref) along them."""
+def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int, ref=None, device=None) -> Generated:
+    """Greedy completions of ``model``; with ``ref``, also the per-prompt KL(model ‖ ref) along them.
+
+    ``device``: where to generate (default: ``accelerator()``; a model in training passes its own, so it is not moved).
+    """
     import torch
 
     tok.padding_side = "left"
     texts = [_render(tok, p) for p in prompts]
     out = Generated()
-    device = accelerator()
+    device = device or accelerator()
     _ready(model, device)
     _ready(ref, device)
     with torch.inference_mode():
@@ -203,8 +208,8 @@ class Scorecard:
     samples: dict[str, Generated] = field(default_factory=dict)
     scores: dict[str, dict[str, list]] = field(default_factory=dict)
 
-    def score(self, model, tok, prefix: str, ref=None) -> dict[str, float]:
-        gen = generate(model, tok, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, ref=ref)
+    def score(self, model, tok, prefix: str, ref=None, device=None) -> dict[str, float]:
+        gen = generate(model, tok, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, ref=ref, device=device)
         metrics: dict[str, float] = {f"{prefix}/mean_length": statistics.fmean(gen.lengths) if gen.lengths else float("nan")}
         if gen.kl:
             metrics[f"{prefix}/kl_to_ref"] = statistics.fmean(gen.kl)
@@ -230,8 +235,8 @@ class Scorecard:
             out.append(row)
         return out
 
-    def write_samples(self, path: Path, tracker=None) -> None:
-        """``samples.jsonl`` with every prompt's completions and scores, and a W&B table of the first 200."""
+    def write_samples(self, path: Path, tracker=None, table: str = "eval/samples") -> None:
+        """``samples.jsonl`` with every prompt's completions and scores, and a W&B table (key ``table``) of the first 200."""
         rows = self.rows()
         if not rows:
             return
@@ -241,4 +246,4 @@ class Scorecard:
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         if tracker is not None:
             keys = [k for k in rows[0] if k != "prompt"]
-            tracker.log_table("eval/samples", ["prompt", *keys], [[json.dumps(r["prompt"]), *[r[k] for k in keys]] for r in rows[:200]])
+            tracker.log_table(table, ["prompt", *keys], [[json.dumps(r["prompt"]), *[r[k] for k in keys]] for r in rows[:200]])

@@ -6,6 +6,10 @@ pipeline's folder (``runs/<id>/wandb/``). Mode: ``tracking.mode`` if set; else o
 ``WANDB_MODE=online`` and a key is present; else offline (no key, no network needed).
 ``tracking.mode: online`` without a key is an error before any stage trains, or offline with
 ``tracking.fallback_offline: true``. ``disabled`` gives a no-op object with the same interface.
+
+The trials of an ``rlft sweep`` keep that grouping (group = the trial's run id, which ``rlft compare``
+looks up) and carry the tag ``sweep:<sweep id>``; ``create_wandb_sweep`` and ``run_wandb_agent`` run the
+search as a W&B sweep (``rlft sweep --wandb-sweep``).
 """
 
 from __future__ import annotations
@@ -132,3 +136,47 @@ def start_stage_run(
         settings=wandb.Settings(console="off", x_disable_stats=True),
     )
     return StageRun(run, mode)
+
+
+# Set by wandb.agent for the run it hands to the sweep's function; stage processes must not inherit them.
+AGENT_VARIABLES = ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH")
+
+
+def require_online(tracking) -> None:
+    """W&B sweeps need W&B's servers: fail at once, before anything is created, when tracking would not be online."""
+    if resolve_mode(tracking.mode, fallback_offline=tracking.fallback_offline) != "online":
+        raise RlftError(
+            "--wandb-sweep needs W&B online (W&B's servers choose the values of a W&B sweep)",
+            where="tracking.mode",
+            fix="`wandb login` and WANDB_MODE=online (or tracking.mode=online); or leave out --wandb-sweep: Optuna runs the same search offline",
+        )
+
+
+def create_wandb_sweep(config: dict, *, tracking) -> str:
+    """Create a W&B sweep from ``config`` (``rlft.sweep.wandb_sweep_config``) in the recipe's project; return its id."""
+    import wandb
+
+    return wandb.sweep(config, project=tracking.project, entity=tracking.entity)
+
+
+def run_wandb_agent(sweep_id: str, *, tracking, folder: Path, count: int, metric: str, trial) -> None:
+    """Run ``count`` runs of W&B sweep ``sweep_id`` in this process (``wandb.agent``).
+
+    For each run the agent starts, ``trial(params)`` runs the values W&B chose (a pipeline run whose stages
+    track themselves) and returns ``(name, value)``; the sweep's run takes that name and logs the value as
+    ``metric`` (``None``: the trial failed, and the run finishes with exit code 1).
+    """
+    import wandb
+
+    def one_run() -> None:
+        run = wandb.init(dir=str(folder))
+        params = dict(run.config)
+        for name in AGENT_VARIABLES:
+            os.environ.pop(name, None)  # wandb.init has read them; each stage starts a W&B run of its own
+        name, value = trial(params)
+        run.name = name
+        if value is not None:
+            run.log({metric: value})
+        run.finish(exit_code=0 if value is not None else 1)
+
+    wandb.agent(sweep_id, function=one_run, project=tracking.project, entity=tracking.entity, count=count)

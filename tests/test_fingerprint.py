@@ -75,7 +75,7 @@ def test_unchanged_recipe_is_all_cached(finished):
 def test_editing_a_stage_reruns_it_and_its_dependents_only(finished):
     path, run_dir = finished
     got = would(run_dir, path, ["stages.sft.trl.learning_rate=1e-3"])
-    assert got["sft"] == ("runs", "config changed: trl.learning_rate null -> 0.001")
+    assert got["sft"] == ("runs", "config changed: trl.learning_rate (absent) -> 0.001")
     assert got["rm"][0] == "cached"  # independent of sft
     assert got["rl"] == ("runs", "upstream stage sft changed")
     assert got["eval"] == ("runs", "upstream stage rl changed")  # eval scores the last model-making stage
@@ -132,6 +132,13 @@ def test_plan_command_prints_what_would_happen(finished):
     lines = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if line.count("│") >= 3}
     assert "reuse" in lines["sft"] and "run" in lines["rm"] and "config changed: seed null -> 9" in lines["rm"]
     assert "upstream stage rm changed" in lines["rl"]
+
+
+def test_a_new_key_from_a_newer_rlft_is_named():
+    old = fingerprint.Fingerprint(parts={"config": "a"}, detail={"stage": {"lr": 1}, "shared": {}})
+    new = fingerprint.Fingerprint(parts={"config": "b"}, detail={"stage": {"lr": 1, "augment": None}, "shared": {}})
+    stored_old = {"digest": old.digest, "parts": old.parts, "detail": old.detail}
+    assert explain(stored_old, new) == "config changed: augment (absent) -> null"
 
 
 def test_explain_without_a_stored_fingerprint():

@@ -56,7 +56,7 @@ from rlft.ppo.config import PPOConfig
 from rlft.ppo.rollout import Rollout, policy_forward, sample
 from rlft.ppo.value import SeparateCritic, SharedCritic
 
-StepCallback = Callable[[int, int, dict], None]  # (step, max_steps, logs)
+StepCallback = Callable[[int, int, dict], bool | None]  # (step, max_steps, logs) -> True: stop training after this step
 
 
 @dataclass
@@ -105,7 +105,8 @@ class PPOTrainer:
     ``rlft.ppo.value.load_value_model``); required for ``critic="separate"``, unused for ``shared``.
     ``peft_config``: wrap the policy in a LoRA adapter (the reference is then the adapter-less base).
     ``ref_model``: a frozen reference for full fine-tuning; default: a copy of the starting policy.
-    ``callbacks``: called as ``callback(step, max_steps, logs)`` after each step.
+    ``callbacks``: called as ``callback(step, max_steps, logs)`` after each step; one returning True ends training
+    there (early stopping), without a checkpoint.
     """
 
     def __init__(
@@ -212,11 +213,17 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def train(self, resume_from_checkpoint: str | Path | None = None, should_save: Callable[[int, int], bool] | None = None) -> TrainOutput:
+    def train(
+        self,
+        resume_from_checkpoint: str | Path | None = None,
+        should_save: Callable[[int, int], bool] | None = None,
+        save_extra: Callable[[Path], None] | None = None,
+    ) -> TrainOutput:
         """Run PPO steps up to ``max_steps`` (from a checkpoint's step when resuming); call the callbacks with each step's logs.
 
         ``should_save(step, max_steps)``: whether to write a checkpoint after ``step`` (keeping
-        ``save_total_limit`` of them, default 1).
+        ``save_total_limit`` of them, default 1). ``save_extra(folder)``: writes more into each checkpoint
+        before it is marked complete (early stopping's state).
         """
         t0 = time.time()
         if resume_from_checkpoint is not None:
@@ -226,10 +233,13 @@ class PPOTrainer:
                 logs = self.step(self._next_rows())
             self.global_step = step
             self.log_history.append({"step": step, **logs})
+            stop = False
             for callback in self.callbacks:
-                callback(step, self.max_steps, logs)
+                stop = bool(callback(step, self.max_steps, logs)) or stop
+            if stop:
+                break
             if should_save is not None and should_save(step, self.max_steps):
-                self.save_checkpoint()
+                self.save_checkpoint(save_extra)
         return TrainOutput(self.global_step, time.time() - t0, self.log_history)
 
     # ------------------------------------------------------------------ checkpoints
@@ -238,7 +248,7 @@ class PPOTrainer:
         named = [("policy", self.model), ("critic", self.critic)]
         return {f"{part}.{name}": p for part, module in named for name, p in module.named_parameters() if p.requires_grad}
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, save_extra: Callable[[Path], None] | None = None) -> Path:
         """Write ``<output_dir>/checkpoint-<step>`` (complete or absent) and drop the oldest beyond ``save_total_limit``."""
         from safetensors.torch import save_file
 
@@ -261,6 +271,8 @@ class PPOTrainer:
             "python_random": random.getstate()[1],
             "log_history": self.log_history,
         }
+        if save_extra is not None:
+            save_extra(tmp)
         (tmp / "ppo_state.json").write_text(json.dumps(state))  # last: its presence marks the checkpoint complete
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -466,6 +478,10 @@ def _frozen_copy(model):
 
 
 def _disable_dropout(module: torch.nn.Module) -> None:
+    """Zero every dropout: ``nn.Dropout`` modules, and the float rates attention layers pass to their kernels (Llama's ``attention_dropout``)."""
     for m in module.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
+        for name, value in list(vars(m).items()):
+            if name.endswith("dropout") and isinstance(value, float):
+                setattr(m, name, 0.0)

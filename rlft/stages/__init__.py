@@ -5,6 +5,7 @@ import importlib
 MODULES = {
     "sft": "rlft.stages.sft",
     "reward_model": "rlft.stages.reward_model",
+    "classifier": "rlft.stages.classifier",
     "dpo": "rlft.stages.dpo",
     "orpo": "rlft.stages.orpo",
     "simpo": "rlft.stages.simpo",
@@ -13,6 +14,7 @@ MODULES = {
     "rloo": "rlft.stages.rloo",
     "ppo": "rlft.stages.ppo",
     "eval": "rlft.stages.eval",
+    "merge": "rlft.stages.merge",
 }
 
 

@@ -43,11 +43,11 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
     trainer = trainer_cls(
-        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg)
+        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, model=model)
     )
     # DPO starts with the policy equal to its reference: every implicit reward is 0 and the loss is ln 2
     # by construction, so TRL's evaluation before training tells nothing (the scorecard's baseline does).
-    before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.kind != "dpo")
+    before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.kind != "dpo", ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/accuracies", "rewards/margins"]))
     metrics["eval/loss"] = after.get("eval_loss", float("nan"))
     if before:

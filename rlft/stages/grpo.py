@@ -5,12 +5,15 @@ Each reward reference resolves to a named, checked callable; its weight becomes 
 ``reward``; the stage's final metrics keep the last values of each. At the end the stage scores
 greedy completions to held-out prompts (``eval_data``, the bundled test split, or ``eval_fraction``)
 with the same rewards: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``eval/mean_length`` and the
-``baseline/...`` of the starting model (the common scorecard, ``rlft.scorecard``).
+``baseline/...`` of the starting model (the common scorecard, ``rlft.scorecard``). With
+``early_stopping:`` it also scores greedy completions to held-out prompts every N steps, stops when
+that reward stops improving and ends with the best-scoring weights (``rlft.early_stopping``).
 """
 
 from __future__ import annotations
 
 from rlft.checkpoints import train_resumable
+from rlft.early_stopping import watch_rewards
 from rlft.recipe import GRPOStage
 from rlft.recipe_checks import trl_config_for
 from rlft.runtime import (
@@ -55,15 +58,17 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
         args=args,
         train_dataset=train,
         processing_class=tok,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg, model=model),
     )
     use_rlft_progress(trainer, cfg.name)
     params = count_parameters(trainer.model)
+    stopping = watch_rewards(trainer, cfg, ctx, test, tok, rewards)  # None when the stage has no early_stopping
     output = train_resumable(trainer, cfg)
 
     keys = ["reward", "reward_std", "kl", "completions/mean_length"] + [f"rewards/{r.reward.__name__}/mean" for r in rewards]
     metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
     metrics.update(final_train_metrics(trainer.state.log_history, keys))
+    metrics.update(stopping.metrics if stopping else {})
     metrics.update(baseline)
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(end_scorecard(card, cfg, ctx, path))

@@ -45,8 +45,10 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
     card, baseline = begin_scorecard(cfg, ctx, held_out, model, tok)
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
-    trainer = KTOTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg))
-    before, after, metrics = train_between_evaluations(trainer, cfg)
+    trainer = KTOTrainer(
+        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, model=model)
+    )
+    before, after, metrics = train_between_evaluations(trainer, cfg, ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/margins"]))
     metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
     metrics["eval/loss"] = after.get("eval_loss", float("nan"))

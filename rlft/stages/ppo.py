@@ -11,7 +11,9 @@ common scorecard: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``baseline/...``).
 
 Per-step metrics are logged as ``train/<key>``, with TRL GRPO's names where they overlap
 (``reward``, ``rewards/<name>/mean``, ``kl``, ``entropy``, ``completions/mean_length``), PPO's own
-under ``ppo/`` and timings under ``time/``. The stage runs in one process.
+under ``ppo/`` and timings under ``time/``. The stage runs in one process. With ``early_stopping:``
+it scores held-out prompts every N steps and ends with the policy and critic of the best evaluation
+(``rlft.early_stopping``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import time
 
 from rlft.checkpoints import Every, last_checkpoint, replay_lost_steps
+from rlft.early_stopping import watch_ppo
 from rlft.errors import RlftError
 from rlft.recipe import PPOStage
 from rlft.recipe_checks import trl_config_for
@@ -98,18 +101,23 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
         reward_funcs=[r.reward for r in rewards],
         reward_weights=[r.weight for r in rewards],
         value_model=value_model,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg, model=model),
         callbacks=[log_step],
     )
     params = count_parameters(trainer.model)
     critic = count_parameters(trainer.critic)
+    resume = _resume_point(cfg, ctx, args)
+    stopping = watch_ppo(trainer, cfg, ctx, test, tok, rewards, resume)  # None when the stage has no early_stopping
     output = trainer.train(
-        resume_from_checkpoint=_resume_point(cfg, ctx, args), should_save=Every(cfg.checkpoint.every_steps, cfg.checkpoint.every_minutes)
+        resume_from_checkpoint=resume,
+        should_save=Every(cfg.checkpoint.every_steps, cfg.checkpoint.every_minutes),
+        save_extra=stopping.save_to if stopping else None,
     )
+    metrics = stopping.finish(output.global_step, trainer.max_steps) if stopping else {}  # the best weights are back
 
     keys = ["reward", "reward_std", "kl", "entropy", "completions/mean_length", "ppo/explained_variance", "ppo/kl_coef"]
     keys += [f"rewards/{r.reward.__name__}/mean" for r in rewards]
-    metrics = {**params, "params/critic_trainable": critic["params/trainable"]}
+    metrics.update({**params, "params/critic_trainable": critic["params/trainable"]})
     metrics.update({"train/runtime_s": output.runtime_s, "train/steps": output.global_step})
     metrics.update(final_train_metrics(output.log_history, keys))
     metrics["train/first_reward"] = output.log_history[0]["reward"]

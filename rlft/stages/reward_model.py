@@ -28,13 +28,19 @@ def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
     from transformers import AutoModelForSequenceClassification
 
     from rlft.models import load_tokenizer, require_safetensors
+    from rlft.selective import load_start
 
     ref = ctx.model_ref(cfg.init_from)
     ctx.notes["start_model"] = ref
     tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     require_safetensors(ref)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        ref, num_labels=1, dtype=torch.float32, trust_remote_code=ctx.recipe.trust_remote_code, use_safetensors=True
+    model = load_start(
+        ctx,
+        cfg,
+        ref,
+        lambda **dropout: AutoModelForSequenceClassification.from_pretrained(
+            ref, num_labels=1, dtype=torch.float32, trust_remote_code=ctx.recipe.trust_remote_code, use_safetensors=True, **dropout
+        ),
     )
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
@@ -49,9 +55,14 @@ def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
     args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
     trainer = RewardTrainer(
-        model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, "SEQ_CLS")
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=test,
+        processing_class=tok,
+        peft_config=lora_config(cfg, "SEQ_CLS", model=model),
     )
-    before, after, metrics = train_between_evaluations(trainer, cfg)
+    before, after, metrics = train_between_evaluations(trainer, cfg, ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "accuracy", "margin"]))
     metrics["eval/accuracy"] = after["eval_accuracy"]
     metrics["baseline/accuracy"] = before["eval_accuracy"]

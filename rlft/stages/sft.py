@@ -52,9 +52,9 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
         train_dataset=train,
         eval_dataset=test.remove_columns([c for c in test.column_names if c not in SFT_COLUMNS]),
         processing_class=tok,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg, model=model),
     )
-    before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.scorecard.baseline)
+    before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.scorecard.baseline, ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "mean_token_accuracy", "num_tokens"]))
     for prefix, result in (("baseline", before), ("eval", after)):
         if result:

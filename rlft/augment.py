@@ -1,0 +1,690 @@
+"""Data augmentation: cheap, meaning-keeping text transforms that add altered copies of training rows.
+
+A training stage's ``data:`` may carry ``augment:``::
+
+    data:
+      source: bundled:arithmetic-sft
+      augment:
+        seed: 0              # which rows and which variations; default: the stage's seed
+        ratio: 0.5           # share of training rows that get one augmented copy, added to them
+        transforms: [numbers, template, {name: noise, p: 0.5, case: 0.2}]
+
+How it works: the rows are walked in an order drawn from the seed; each row walked gets one copy, made
+by every listed transform in turn (always in the order ``numbers``, ``shuffle_shots``, ``template``,
+``noise``, whatever the list's; ``p`` is the chance that a copy gets that transform). A transform that
+cannot apply to a row (no arithmetic it can recompute, no few-shot block) leaves it as it is and counts
+it as *skipped*; a row that no transform changed gets no copy, and the walk goes on, so exactly
+``ratio x rows`` (rounded half up) copies are added whenever that many rows can be augmented. The same
+seed gives the same rows. Copies are added after the originals (the trainers shuffle); nothing is replaced.
+
+Only the training split is augmented, after the held-out rows are set apart (``rlft.runtime.load_split``),
+and no copy may recreate a held-out prompt: a copy whose prompt equals one (ignoring case and spacing) is
+dropped, and ``numbers`` never picks numbers a held-out prompt uses. The counts (rows in, copies added per
+transform, skipped per transform, rows out) go to stdout, the manifest (``augment``) and the W&B summary
+(``augment/...``).
+
+The transforms, each a small function ``fn(row, rng, options, held_out) -> new row | None`` (None: skipped)
+registered with ``@register(name, OptionsModel)``. They edit the prompt text, i.e. the last user message
+of ``prompt`` (or of ``messages``), or a classifier row's ``text``; other rows with a ``text`` column are
+skipped, as their prompt and answer cannot be told apart.
+
+- ``numbers`` — new operands for a prompt holding one two-number sum, difference or product (a bundled
+  arithmetic question, or ``a + b`` / ``a - b`` / ``a * b`` with no other number in it), of the same number of
+  digits; every answer column — ``answer``, ``completion``, ``chosen``, ``rejected``, the final assistant turn
+  of ``messages`` — is recomputed (the bundled worked solution is written anew; elsewhere each number is
+  mapped by its role: operand, result, or a rejected answer's wrong result, kept as far from the right one).
+  Every column is checked with the reward library's math checker (``rewards.math``): a column that was right
+  (``answer``, ``completion``, ``chosen``) must be right again, a wrong one (``rejected``, a KTO row labelled
+  false) must stay wrong; rows that fail, or that it cannot parse, are skipped.
+- ``shuffle_shots`` — reorders the worked examples of a few-shot prompt. The format: examples are
+  paragraphs (separated by blank lines), each starting ``Q:``, ``Question:``, ``Input:`` or ``Problem:`` with
+  an answer line ``A:``, ``Answer:``, ``Output:`` or ``Solution:``; at least two in a row. Text before and after
+  (the instruction, the final question) stays in place. With ``turns: true``, (user, assistant) exchanges
+  before the final user turn of a chat prompt count as examples too.
+- ``template`` — rewrites an arithmetic question with another template of its kind (``What is 12 + 7?`` ->
+  ``Compute 12 + 7.``, ``12 + 7 = ?``, ``Find the sum of 12 and 7.``; the bundled word problems in other words)
+  and the bundled answer-format instruction in other words; any other prompt gets a polite prefix and/or
+  suffix (``prefixes``, ``suffixes``; ``generic: false`` skips such rows instead).
+- ``noise`` — casing (``case``: per-word probability) and doubled spaces (``space``: per-gap probability)
+  in the prompt; numbers, markup such as ``<answer>`` and the answers are never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import operator
+import random
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rewards.math import equivalent, extract_answer
+from rlft import bundled
+from rlft.recipe_errors import did_you_mean
+
+
+class Options(BaseModel):
+    """A transform's options (the keys of its entry in ``transforms:`` besides ``name`` and ``p``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Transform:
+    name: str
+    fn: Callable
+    options: type[Options]
+
+
+TRANSFORMS: dict[str, Transform] = {}  # in the order a copy gets them
+
+
+def register(name: str, options: type[Options] = Options):
+    """Decorator: make ``fn(row, rng, options, held_out) -> dict | None`` the transform ``name``."""
+
+    def wrap(fn):
+        TRANSFORMS[name] = Transform(name, fn, options)
+        return fn
+
+    return wrap
+
+
+def check_transform(name: str, options: dict) -> None:
+    """Raise ``ValueError`` (the recipe reports it at the entry's key path) for an unknown name or options that do not fit."""
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}. {did_you_mean(name, TRANSFORMS)}transforms: {', '.join(TRANSFORMS)}")
+    model = TRANSFORMS[name].options
+    try:
+        model.model_validate(options)
+    except ValidationError as exc:
+        allowed = ["p", *model.model_fields]
+        problems = []
+        for err in exc.errors():
+            key = ".".join(map(str, err["loc"]))
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown option {key!r} of transform {name}. {did_you_mean(key, allowed)}options: {', '.join(allowed)}")
+            else:
+                where = f"option {key} of transform {name}" if key else f"transform {name}"
+                problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')} (got {err['input']!r})")
+        raise ValueError("; ".join(problems)) from None
+
+
+def spec_problems(stage) -> list[tuple[str, str]]:
+    """Recipe problems of ``augment:`` keys: only a training stage's ``data`` is augmented, never held-out or eval rows."""
+    from rlft.recipe import TrainStage
+
+    problems = []
+    eval_data = getattr(stage, "eval_data", None)
+    if eval_data is not None and eval_data.augment is not None:
+        problems.append(
+            (
+                f"stages.{stage.name}.eval_data.augment",
+                "held-out rows are never augmented; remove this key (data.augment augments training rows)",
+            )
+        )
+    data = getattr(stage, "data", None)
+    if not isinstance(stage, TrainStage) and data is not None and data.augment is not None:
+        problems.append(
+            (
+                f"stages.{stage.name}.data.augment",
+                f"a {stage.kind} stage does not train on its rows, and only training rows are augmented; remove this key",
+            )
+        )
+    return problems
+
+
+# --- where a row's texts sit ----------------------------------------------------------------------
+
+Slot = tuple[str, int | None]  # (column, message index); None: the column holds plain text
+
+
+def _last(messages: list, role: str) -> int | None:
+    return next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], dict) and messages[i].get("role") == role), None)
+
+
+def prompt_slot(row: dict) -> Slot | None:
+    """Where a row's prompt text sits: a plain-text ``prompt``, else the last user message of ``prompt`` or ``messages``.
+
+    A classifier's (``text``, ``label``) row is all input: its ``text`` counts as the prompt.
+    """
+    if isinstance(row.get("prompt"), str):
+        return "prompt", None
+    if "prompt" not in row and "messages" not in row and isinstance(row.get("text"), str) and "label" in row:
+        return "text", None
+    for col in ("prompt", "messages"):
+        messages = row.get(col)
+        if isinstance(messages, list):
+            i = _last(messages, "user")
+            return (col, i) if i is not None and isinstance(messages[i].get("content"), str) else None
+    return None
+
+
+def _get(row: dict, slot: Slot):
+    col, i = slot
+    return row[col] if i is None else row[col][i].get("content")
+
+
+def _put(row: dict, slot: Slot, text: str) -> None:
+    col, i = slot
+    if i is not None:
+        row[col][i]["content"] = text
+    else:  # an ``answer`` column read from a csv holds ints: keep its type
+        row[col] = int(text) if isinstance(row[col], int) else text
+
+
+def prompt_text(row: dict) -> str | None:
+    slot = prompt_slot(row)
+    return None if slot is None else _get(row, slot)
+
+
+def _with(row: dict, slot: Slot, text: str) -> dict:
+    out = copy.deepcopy(row)
+    _put(out, slot, text)
+    return out
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What augmentation must not recreate: the held-out prompts (ignoring case and spacing) and the numbers each uses."""
+
+    prompts: frozenset[str] = frozenset()
+    numbers: frozenset[tuple[int, ...]] = frozenset()
+
+    @classmethod
+    def of(cls, rows) -> HeldOut:
+        texts = [t for t in map(prompt_text, rows) if isinstance(t, str)]
+        return cls(frozenset(map(_key, texts)), frozenset(map(_numbers_in, texts)))
+
+
+def _key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+INTEGER = re.compile(r"\d+")
+
+
+def _numbers_in(text: str) -> tuple[int, ...]:
+    return tuple(sorted(int(n) for n in INTEGER.findall(text)))
+
+
+# --- arithmetic questions: the bundled templates and their variations -----------------------------
+
+INSTRUCTIONS = (
+    bundled.INSTRUCTION,
+    "Write the final answer inside <answer></answer> tags.",
+    "Give the final answer in <answer></answer> tags.",
+    "Wrap the final answer in <answer></answer> tags.",
+)
+# Templates of one family say the same thing; {op} templates take any operator, the others are sums.
+# Every template of rlft.bundled.TEMPLATES is here, so every bundled arithmetic question is recognised.
+FAMILIES = {
+    "expression": (
+        "What is {a} {op} {b}?",
+        "Compute {a} {op} {b}.",
+        "Calculate {a} {op} {b}.",
+        "{a} {op} {b} = ?",
+        "Work out {a} {op} {b}.",
+        "Find the value of {a} {op} {b}.",
+        "Add {a} and {b}.",
+        "What is the sum of {a} and {b}?",
+        "Find the sum of {a} and {b}.",
+        "How much is {a} plus {b}?",
+    ),
+    "story": (
+        "{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
+        "{name} has {a} {thing} and is given {b} more. How many {thing} does {name} have in total?",
+        "{name} had {a} {thing}, then got {b} more. How many {thing} does {name} have now?",
+    ),
+    "shop": (
+        "A shop sold {a} {thing} in the morning and {b} in the afternoon. How many {thing} did it sell in total?",
+        "In the morning a shop sold {a} {thing}, and in the afternoon it sold {b} more. How many {thing} did it sell that day?",
+        "A shop sold {a} {thing} before noon and {b} after noon. How many {thing} did it sell altogether?",
+    ),
+}
+SLOT_PATTERNS = {"a": r"\d+", "b": r"\d+", "op": r"[-+*×]", "name": r"[A-Z][a-z]+", "thing": r"[a-z]+"}
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "×": operator.mul}
+
+
+def _compile(template: str) -> re.Pattern:
+    """A template as a pattern: its slots become named groups (a repeated slot must repeat), any spacing is allowed."""
+    out, seen = [r"\s*"], set()
+    for literal, slot, _, _ in string.Formatter().parse(template):
+        out.append(r"\s*".join(map(re.escape, literal.split(" "))))
+        if slot is not None:
+            out.append(f"(?P={slot})" if slot in seen else f"(?P<{slot}>{SLOT_PATTERNS[slot]})")
+            seen.add(slot)
+    return re.compile("".join(out) + r"\s*")
+
+
+TEMPLATES = [(family, text, _compile(text)) for family, texts in FAMILIES.items() for text in texts]
+
+
+def _split_instruction(text: str) -> tuple[str, str, str | None]:
+    """(question, the rest, the answer-format instruction the text ends with or None)."""
+    stripped = text.rstrip()
+    for instruction in INSTRUCTIONS:
+        if stripped.endswith(instruction):
+            question = stripped[: -len(instruction)].rstrip()
+            return question, text[len(question) :], instruction
+    return text, "", None
+
+
+def _match_question(question: str) -> tuple[str, str, re.Match] | None:
+    """(family, template, match) of the template the question is written in, or None."""
+    for family, text, pattern in TEMPLATES:
+        found = pattern.fullmatch(question)
+        if found:
+            return family, text, found
+    return None
+
+
+EXPRESSION = re.compile(r"(?<![\w.])(\d+)\s*([-+*×])\s*(\d+)(?![\w.])")
+NUMBER = re.compile(r"(?<![\d.])-?\d+(?!\.?\d)")  # an integer, not part of a decimal
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """``a op b`` read from a prompt, with where its operands sit in the prompt text."""
+
+    a: int
+    b: int
+    op: str
+    spans: tuple[tuple[int, int], tuple[int, int]]
+
+    @property
+    def result(self) -> int:
+        return OPS[self.op](self.a, self.b)
+
+    def redrawn(self, rng: random.Random) -> Arithmetic:
+        """New operands with as many digits as the old ones (a difference keeps its sign)."""
+        while True:
+            a, b = _like(self.a, rng), _like(self.b, rng)
+            if (a, b) != (self.a, self.b) and (self.op != "-" or (a >= b) == (self.a >= self.b)):
+                return replace(self, a=a, b=b)
+
+    def written_into(self, text: str) -> str:
+        """``text`` (the prompt this was read from, or one like it) with this question's operands."""
+        (sa, ea), (sb, eb) = self.spans
+        for start, end, value in sorted([(sa, ea, self.a), (sb, eb, self.b)], reverse=True):
+            text = text[:start] + str(value) + text[end:]
+        return text
+
+
+def _like(n: int, rng: random.Random) -> int:
+    digits = len(str(n))
+    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+
+def parse_arithmetic(text: str) -> Arithmetic | None:
+    """The one two-number question in a prompt: a known template (see ``FAMILIES``), or ``a op b`` with no other number."""
+    question, _, _ = _split_instruction(text)
+    found = _match_question(question)
+    if found is not None:
+        m = found[2]
+        return Arithmetic(int(m["a"]), int(m["b"]), m.groupdict().get("op") or "+", (m.span("a"), m.span("b")))
+    hits = list(EXPRESSION.finditer(text))
+    if len(hits) == 1 and len(INTEGER.findall(text)) == 2:
+        m = hits[0]
+        return Arithmetic(int(m[1]), int(m[3]), m[2], (m.span(1), m.span(3)))
+    return None
+
+
+# --- the transforms -------------------------------------------------------------------------------
+
+TRIES = 20  # new operands drawn for a row before numbers gives up on it
+
+
+def _answer_slots(row: dict) -> list[Slot] | None:
+    """The answer texts of a row (``answer``, and the one final assistant message of each answer column); None: another shape."""
+    slots: list[Slot] = [("answer", None)] if row.get("answer") is not None else []
+    for col in ("completion", "chosen", "rejected"):
+        value = row.get(col)
+        if isinstance(value, str):
+            slots.append((col, None))
+        elif isinstance(value, list) and len(value) == 1 and isinstance(value[0].get("content"), str):
+            slots.append((col, 0))
+        elif value is not None:
+            return None
+    messages = row.get("messages")
+    if isinstance(messages, list):
+        user = _last(messages, "user")
+        final = messages[-1]
+        if user is None or len(messages) != user + 2 or final.get("role") != "assistant" or not isinstance(final.get("content"), str):
+            return None
+        slots.append(("messages", user + 1))
+    return slots
+
+
+def _as_text(value) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _must_be_right(row: dict, slot: Slot) -> bool:
+    """``answer``, ``chosen``, assistant turns and completions are right answers; ``rejected`` and KTO's label-false completions are not."""
+    return slot[0] != "rejected" and not (slot[0] == "completion" and row.get("label") is False)
+
+
+@functools.lru_cache(maxsize=8192)
+def _equal(gold: str, predicted: str) -> bool:
+    return equivalent(gold, predicted)
+
+
+def _right(text: str, result: int) -> bool:
+    """The math checker's verdict (``rewards.math``): is the final answer in ``text`` equal to ``result``?"""
+    predicted = extract_answer(text)
+    return predicted is not None and _equal(str(result), predicted)
+
+
+def _recompute(text: str, old: Arithmetic, new: Arithmetic) -> str | None:
+    """``text`` with the old operands and result replaced by the new ones; None when a number in it has no clear role."""
+    if old.op == "+" and text == bundled.worked_solution(old.a, old.b):
+        return bundled.worked_solution(new.a, new.b)
+    roles: dict[str, set[str]] = {}
+    for before, after in ((old.a, new.a), (old.b, new.b), (old.result, new.result)):
+        roles.setdefault(str(before), set()).add(str(after))
+    tokens = list(NUMBER.finditer(text))
+    unknown = {t.group() for t in tokens} - set(roles)
+    if unknown:  # only a wrong final answer may be unknown: it keeps its distance from the right result
+        final = extract_answer(text)
+        if len(unknown) > 1 or final not in unknown:
+            return None
+        shifted = int(final) + new.result - old.result
+        if int(final) >= 0 > shifted:
+            return None
+        roles[final] = {str(shifted)}
+    if any(len(roles[t.group()]) > 1 for t in tokens):  # e.g. 10 + 10: which 10 is which
+        return None
+    for t in reversed(tokens):
+        text = text[: t.start()] + next(iter(roles[t.group()])) + text[t.end() :]
+    return text
+
+
+@register("numbers")
+def numbers(row: dict, rng: random.Random, options: Options, held_out: HeldOut) -> dict | None:
+    """New operands in a two-number arithmetic prompt, with every answer column recomputed and checked."""
+    slot, answers = prompt_slot(row), _answer_slots(row)
+    if slot is None or answers is None:
+        return None
+    prompt = _get(row, slot)
+    old = parse_arithmetic(prompt)
+    if old is None:
+        return None
+    before = {s: _as_text(_get(row, s)) for s in answers}
+    if any(v is None for v in before.values()):
+        return None
+    was_right = {s: _right(v, old.result) for s, v in before.items()}
+    if not all(was_right[s] for s in answers if _must_be_right(row, s)):
+        return None  # the row's own answer disagrees with the question as read: leave it alone
+    for _ in range(TRIES):
+        new = old.redrawn(rng)
+        text = new.written_into(prompt)
+        if _numbers_in(text) in held_out.numbers:
+            continue
+        after = {s: _recompute(v, old, new) for s, v in before.items()}
+        if all(v is not None and _right(v, new.result) == was_right[s] for s, v in after.items()):
+            out = _with(row, slot, text)
+            for s, v in after.items():
+                _put(out, s, v)
+            return out
+    return None
+
+
+class ShotOptions(Options):
+    turns: bool = Field(False, description="also shuffle (user, assistant) example exchanges before a chat prompt's final user turn")
+
+
+SHOT_QUESTION = re.compile(r"\s*(?:Q|Question|Input|Problem):[ \t]*\S")
+SHOT_ANSWER = re.compile(r"\n[ \t]*(?:A|Answer|Output|Solution):[ \t]*\S")
+PARAGRAPH_BREAK = re.compile(r"(\n[ \t]*\n\s*)")
+
+
+def _is_shot(paragraph: str) -> bool:
+    return bool(SHOT_QUESTION.match(paragraph) and SHOT_ANSWER.search(paragraph))
+
+
+def _shot_run(items: list, is_shot: Callable) -> tuple[int, int] | None:
+    """(start, end) of the longest run of at least two consecutive examples, or None."""
+    best, start = None, None
+    for i, item in enumerate([*items, None]):
+        if item is not None and is_shot(item):
+            start = i if start is None else start
+            continue
+        if start is not None and i - start >= 2 and (best is None or i - start > best[1] - best[0]):
+            best = (start, i)
+        start = None
+    return best
+
+
+def _reordered(items: list, rng: random.Random) -> list | None:
+    """The items in another order, or None when every order reads the same."""
+    if all(item == items[0] for item in items):
+        return None
+    while True:
+        out = rng.sample(items, len(items))
+        if out != items:
+            return out
+
+
+def _shuffled_text(text: str, rng: random.Random) -> str | None:
+    parts = PARAGRAPH_BREAK.split(text)  # paragraphs at even positions, the breaks between them at odd ones
+    paragraphs = parts[0::2]
+    run = _shot_run(paragraphs, _is_shot)
+    new = None if run is None else _reordered(paragraphs[run[0] : run[1]], rng)
+    if new is None:
+        return None
+    paragraphs[run[0] : run[1]] = new
+    parts[0::2] = paragraphs
+    return "".join(parts)
+
+
+def _shuffled_turns(messages: list, end: int, rng: random.Random) -> list | None:
+    """``messages`` with the (user, assistant) exchanges before index ``end`` (after any system turns) reordered."""
+    start = next((i for i, m in enumerate(messages) if m.get("role") != "system"), end)
+    exchanges = [messages[i : i + 2] for i in range(start, end, 2)]
+    if len(exchanges) < 2 or any([m.get("role") for m in pair] != ["user", "assistant"] for pair in exchanges):
+        return None
+    new = _reordered(exchanges, rng)
+    return None if new is None else messages[:start] + [m for pair in new for m in pair] + messages[end:]
+
+
+@register("shuffle_shots", ShotOptions)
+def shuffle_shots(row: dict, rng: random.Random, options: ShotOptions, held_out: HeldOut) -> dict | None:
+    """Reorder the worked examples of a few-shot prompt (see the module docstring for the format)."""
+    slot = prompt_slot(row)
+    if slot is None:
+        return None
+    text = _shuffled_text(_get(row, slot), rng)
+    if text is not None:
+        return _with(row, slot, text)
+    col, i = slot
+    messages = _shuffled_turns(row[col], i, rng) if options.turns and i is not None else None
+    return None if messages is None else {**row, col: copy.deepcopy(messages)}
+
+
+class TemplateOptions(Options):
+    prefixes: list[str] = Field(["", "Hi! ", "Hello. ", "Please help with this: "], description="put before a prompt no template fits")
+    suffixes: list[str] = Field(["", " Thanks!", " Thank you.", " Any help appreciated."], description="put after it")
+    generic: bool = Field(True, description="give prompts no template fits a prefix and/or suffix; false: skip them")
+
+
+@register("template", TemplateOptions)
+def template(row: dict, rng: random.Random, options: TemplateOptions, held_out: HeldOut) -> dict | None:
+    """Say an arithmetic question (and its answer-format instruction) in other words; wrap any other prompt."""
+    slot = prompt_slot(row)
+    if slot is None:
+        return None
+    text = _get(row, slot)
+    question, rest, instruction = _split_instruction(text)
+    found = _match_question(question)
+    if found is None:
+        return _wrapped(row, slot, text, rng, options) if options.generic else None
+    family, original, m = found
+    values = {**m.groupdict(), "op": m.groupdict().get("op") or "+"}
+    others = [t for f, t, _ in TEMPLATES if f == family and t != original and ("{op}" in t or values["op"] == "+")]
+    if instruction is not None:
+        rest = rest.replace(instruction, rng.choice(INSTRUCTIONS), 1)
+    return _with(row, slot, rng.choice(others).format(**values) + rest)
+
+
+def _wrapped(row: dict, slot: Slot, text: str, rng: random.Random, options: TemplateOptions) -> dict | None:
+    """A prefix and/or suffix around the prompt.
+
+    No prefix where the prompt already greets with a prefix's first word, and no suffix where it already thanks with a
+    suffix's, or ends in a cue to be continued (``A:``, ``3 + 4 =``): a suffix there would read as the start of the answer.
+    """
+    body, words = text.strip(), _lower_words(text)
+    greeted = bool(set(words[:1]) & {w[0] for w in map(_lower_words, options.prefixes) if w})
+    thanked = bool(set(words[-4:]) & {w[0] for w in map(_lower_words, options.suffixes) if w}) or body.endswith((":", "="))
+    pairs = [
+        (p, s)
+        for p in options.prefixes
+        for s in options.suffixes
+        if (p.strip() or s.strip()) and not (greeted and p.strip()) and not (thanked and s.strip())
+    ]
+    if not pairs:
+        return None
+    prefix, suffix = rng.choice(pairs)
+    return _with(row, slot, prefix + body + suffix)
+
+
+def _lower_words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.casefold())
+
+
+class NoiseOptions(Options):
+    case: float = Field(0.1, ge=0.0, le=1.0, description="probability that a word of two or more letters is recased")
+    space: float = Field(0.1, ge=0.0, le=1.0, description="probability that a single space becomes two or three")
+
+    @model_validator(mode="after")
+    def _some(self):
+        if not (self.case or self.space):
+            raise ValueError("case and space are both 0, so it would change nothing; raise one")
+        return self
+
+
+WORD = re.compile(r"([A-Za-z]{2,})([.,!?;:]?)")
+
+
+def _recased(word: str, rng: random.Random) -> str:
+    core, punctuation = WORD.fullmatch(word).groups()
+    return rng.choice([v for v in (core.lower(), core.upper(), core.capitalize()) if v != core]) + punctuation
+
+
+@register("noise", NoiseOptions)
+def noise(row: dict, rng: random.Random, options: NoiseOptions, held_out: HeldOut) -> dict | None:
+    """Casing and spacing noise in the prompt text (at least one change per copy); answers are never touched."""
+    slot = prompt_slot(row)
+    if slot is None:
+        return None
+    parts = re.split(r"( +)", _get(row, slot))  # words (and line breaks) at even positions, runs of spaces at odd ones
+    words = [i for i in range(0, len(parts), 2) if options.case and WORD.fullmatch(parts[i])]
+    gaps = [i for i in range(1, len(parts), 2) if options.space and parts[i] == " " and parts[i - 1] and parts[i + 1]]
+    if not words and not gaps:
+        return None
+    hits = [i for i in words if rng.random() < options.case] + [i for i in gaps if rng.random() < options.space]
+    for i in hits or [rng.choice(words + gaps)]:
+        parts[i] = _recased(parts[i], rng) if i % 2 == 0 else rng.choice(("  ", "   "))
+    return _with(row, slot, "".join(parts))
+
+
+# --- applying them --------------------------------------------------------------------------------
+
+
+def augment_rows(rows: list[dict], spec, *, seed: int, held_out: HeldOut = HeldOut()) -> tuple[list[dict], dict]:
+    """``rows`` followed by their augmented copies (in the order of the rows copied), and the counts; ``spec`` is an ``AugmentSpec``.
+
+    The counts: ``rows_in``, ``target`` (``ratio x rows_in``, rounded half up), ``added``, ``rows_out``,
+    ``transforms`` (per transform: copies it ``augmented``, rows it ``skipped``), ``unchanged`` (rows walked
+    that no transform could change) and ``held_out_collisions`` (copies dropped for equalling a held-out prompt).
+    """
+    chosen = {t.name: t for t in spec.transforms}
+    active = [(t, chosen[n].p, t.options.model_validate(chosen[n].model_extra or {})) for n, t in TRANSFORMS.items() if n in chosen]
+    counts = {t.name: {"augmented": 0, "skipped": 0} for t, _, _ in active}
+    target = math.floor(spec.ratio * len(rows) + 0.5)
+    copies: dict[int, dict] = {}  # by the index of the row copied
+    unchanged = collisions = 0
+    for index in random.Random(f"{seed}:order").sample(range(len(rows)), len(rows)):
+        if len(copies) == target:
+            break
+        rng = random.Random(f"{seed}:{index}")  # a row's copy depends on the seed and the row only
+        row, done = rows[index], []
+        for t, p, options in active:
+            if rng.random() >= p:
+                continue
+            new = t.fn(row, rng, options, held_out)
+            if new is None:
+                counts[t.name]["skipped"] += 1
+            else:
+                row, done = new, [*done, t.name]
+        if not done:
+            unchanged += 1
+        elif _key(prompt_text(row)) in held_out.prompts:
+            collisions += 1
+        else:
+            copies[index] = row
+            for name in done:
+                counts[name]["augmented"] += 1
+    report = {
+        "seed": seed,
+        "ratio": spec.ratio,
+        "rows_in": len(rows),
+        "target": target,
+        "added": len(copies),
+        "rows_out": len(rows) + len(copies),
+        "transforms": counts,
+        "unchanged": unchanged,
+        "held_out_collisions": collisions,
+    }
+    return rows + [copies[i] for i in sorted(copies)], report
+
+
+def augment_split(train, held_out, cfg, ctx):
+    """A training stage's rows with augmented copies added (``cfg.data.augment``); held-out rows only guard.
+
+    Reports the counts on stdout, in the manifest (``ctx.notes["augment"]``) and in the W&B summary (``augment/...``).
+    """
+    import datasets
+
+    from rlft.runtime import is_main_process
+
+    spec = cfg.data.augment
+    seed = spec.seed if spec.seed is not None else ctx.seed_for(cfg)
+    rows = train.to_list()
+    out, report = augment_rows(rows, spec, seed=seed, held_out=HeldOut.of(held_out.to_list()))
+    ctx.notes["augment"] = report
+    if ctx.tracker is not None:
+        ctx.tracker.summary_update(flat_counts(report))
+    if is_main_process():
+        print(summary_line(cfg.name, report), flush=True)
+    if not report["added"]:
+        return train
+    return datasets.concatenate_datasets([train, datasets.Dataset.from_list(out[len(rows) :], features=train.features)])
+
+
+def flat_counts(report: dict) -> dict[str, int]:
+    """The counts as W&B summary keys: ``augment/rows_in``, ``augment/numbers/augmented``, ..."""
+    out = {f"augment/{k}": report[k] for k in ("rows_in", "added", "rows_out", "unchanged", "held_out_collisions")}
+    for name, c in report["transforms"].items():
+        out.update({f"augment/{name}/augmented": c["augmented"], f"augment/{name}/skipped": c["skipped"]})
+    return out
+
+
+def summary_line(stage: str, report: dict) -> str:
+    """``[sft] augment (seed 0, ratio 0.5): 14 rows in, +7 copies, 21 rows out · numbers +7 (skipped 0) · noise +7 (skipped 0)``."""
+    r = report
+    line = (
+        f"[{stage}] augment (seed {r['seed']}, ratio {r['ratio']}): {r['rows_in']} rows in, +{r['added']} copies, {r['rows_out']} rows out"
+    )
+    line += "".join(f" · {name} +{c['augmented']} (skipped {c['skipped']})" for name, c in r["transforms"].items())
+    if r["added"] < r["target"]:
+        line += f" · {r['target']} copies asked for: {r['unchanged']} rows no transform could change"
+    if r["held_out_collisions"]:
+        line += f" · {r['held_out_collisions']} copies dropped: they equalled a held-out prompt"
+    return line
