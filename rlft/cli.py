@@ -134,9 +134,9 @@ def print_summary(summary: dict, console) -> None:
             _num(m.get("train/reward")),
         )
     console.print(table)
-    card = scorecard_table(summary["stages"])
-    if card is not None:
-        console.print(card)
+    for extra in (scorecard_table(summary["stages"]), guards_table(summary["stages"])):
+        if extra is not None:
+            console.print(extra)
     for s in summary["stages"]:
         if s.get("error"):
             console.print(f"[red]stage {s['name']} failed:[/red] {s['error']}", markup=True)
@@ -170,6 +170,30 @@ def scorecard_table(stages: list[dict]):
             before, after = m.get(f"baseline/{c}"), m.get(f"eval/{c}")
             cells.append(f"{_num(before)} -> {_num(after)}" if before is not None and after is not None else _num(after))
         table.add_row(f"{s['name']} ({s['kind']})", *cells)
+    return table
+
+
+GUARDS = ("probe/general/accuracy", "generalisation_gap/", "early_stopping/best", "soup_minus_best_member")
+
+
+def guards_table(stages: list[dict]):
+    """The checks beyond the scorecard that stages recorded: general-ability probe, train/held-out gap,
+    early stopping, soup vs members; ``baseline -> model`` where there is a baseline (None when no stage has any)."""
+    from rich.table import Table
+
+    rows = []
+    for s in stages:
+        m = s.get("metrics") or {}
+        for key in sorted(k for k in m if k.startswith(GUARDS) and k.count("/") <= 2):  # not the probe's per-category keys
+            before = m.get(f"baseline/{key}")
+            rows.append((f"{s['name']} ({s['kind']})", key, f"{_num(before)} -> {_num(m[key])}" if before is not None else _num(m[key])))
+    if not rows:
+        return None
+    table = Table(title="guards: general ability, train vs held-out gap, early stopping, soup vs members")
+    for col in ("stage", "metric", "baseline -> model"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

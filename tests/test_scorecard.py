@@ -71,6 +71,36 @@ def test_summary_prints_one_scorecard_across_stage_kinds():
     assert scorecard_table([{"name": "a", "kind": "sft", "metrics": {"train/loss": 1.0}}]) is None
 
 
+def test_guards_table_shows_probe_gap_early_stopping_and_soup():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rlft.cli import guards_table
+
+    stages = [
+        {"name": "rl", "kind": "grpo", "metrics": {"early_stopping/best": 0.5, "early_stopping/stop_step": 18, "eval/loss": 1.0}},
+        {"name": "soup", "kind": "merge", "metrics": {"soup_minus_best_member": -0.1}},
+        {
+            "name": "eval",
+            "kind": "eval",
+            "metrics": {
+                "probe/general/accuracy": 0.41,
+                "baseline/probe/general/accuracy": 0.52,
+                "probe/general/accuracy/facts": 0.8,
+                "generalisation_gap/math_accuracy": 0.25,
+                "baseline/generalisation_gap/math_accuracy": 0.05,
+            },
+        },
+    ]
+    out = StringIO()
+    Console(file=out, width=200).print(guards_table(stages))
+    text = out.getvalue()
+    assert "0.520 -> 0.410" in text and "0.050 -> 0.250" in text and "-0.100" in text and "early_stopping/best" in text
+    assert "facts" not in text and "stop_step" not in text and "eval/loss" not in text
+    assert guards_table([{"name": "a", "kind": "sft", "metrics": {"eval/loss": 1.0}}]) is None
+
+
 def test_kl_with_kept_logits_and_chunks_equals_the_full_computation(two_models):
     """logits_to_keep and row chunks are only economies: the KL equals full-logit, one-batch KL."""
     a, b, tok = two_models
