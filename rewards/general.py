@@ -2,7 +2,7 @@
 
 Every row names its own deterministic check in three columns — ``check`` (one of ``CHECKS``),
 ``reference`` (what the check compares with) and ``options`` (``|``-separated, for ``choice``) —
-so one reward scores a mixed probe set such as ``bundled:general-probe`` (``rlft.probes``)::
+so one reward scores a mixed probe set such as ``bundled:general-probe`` (``rlft.data.bundled.probe``)::
 
     >>> general_ability(["q"] * 3, ["The capital is Paris.", "12 apples in all: 12", "- a\\n- b"],
     ...                 check=["answer", "number", "list"], reference=["Paris", "12", "3"], options=["", "", ""])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 class RlftError(Exception):
     """A user-facing error: printed without a traceback by the CLI, exit code 2.
@@ -44,3 +46,8 @@ class CheckFailed(RlftError):
     def __init__(self, what: str, *, result, where: str | None = None, fix: str | None = None):
         self.result = result
         super().__init__(what, where=where, fix=fix)
+
+
+def did_you_mean(word: str, options) -> str:
+    near = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"did you mean {near[0]!r}? " if near else ""

@@ -107,7 +107,7 @@ def start_stage_run(
     """Start the W&B run of one stage (before its trainer is built, so TRL logs into it).
 
     ``resume_id``: the W&B run of an interrupted attempt at this stage, continued under the same id
-    (``resume="allow"``; offline, wandb writes a second file for it, which ``rlft.runs`` reads as one run).
+    (``resume="allow"``; offline, wandb writes a second file for it, which ``rlft.wandb_files`` reads as one run).
     """
     mode = resolve_mode(tracking.mode, fallback_offline=tracking.fallback_offline)
     if tracking.mode == "online" and mode == "offline":  # fell back: no key
@@ -153,7 +153,7 @@ def require_online(tracking) -> None:
 
 
 def create_wandb_sweep(config: dict, *, tracking) -> str:
-    """Create a W&B sweep from ``config`` (``rlft.sweep.wandb_sweep_config``) in the recipe's project; return its id."""
+    """Create a W&B sweep from ``config`` (``rlft.analysis.sweep.wandb_sweep_config``) in the recipe's project; return its id."""
     import wandb
 
     return wandb.sweep(config, project=tracking.project, entity=tracking.entity)

@@ -136,7 +136,7 @@ def main() -> int:
     path = args.out / "gpu_smoke.yaml"
     path.write_text(yaml.safe_dump(select(recipe(model, args.steps), args.stages.split(",")), sort_keys=False))
 
-    from rlft.pipeline import run_pipeline
+    from rlft.pipeline.run import run_pipeline
     from rlft.recipe import load_recipe
 
     t0 = time.time()

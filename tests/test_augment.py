@@ -1,4 +1,4 @@
-"""Data augmentation (rlft.augment): each transform on real row shapes, answers re-checked, seeds, ratios, held-out rows, counts, recipes."""
+"""Data augmentation (rlft.data.augment): each transform on real row shapes, answers re-checked, seeds, ratios, held-out rows, counts, recipes."""
 
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ import yaml
 from conftest import write_jsonl
 
 from rewards.math import math_accuracy
-from rlft import augment, bundled
-from rlft.augment import HeldOut, augment_rows, parse_arithmetic, prompt_text
-from rlft.data import load_rows
+from rlft.data import bundled
+from rlft.data.augment import apply, arithmetic
+from rlft.data.augment.apply import augment_rows
+from rlft.data.augment.transforms import HeldOut, parse_arithmetic, prompt_text
+from rlft.data.bundled import arithmetic as sums
+from rlft.data.rows import load_rows
 from rlft.errors import RecipeError
-from rlft.fingerprint import fingerprints, store
-from rlft.pipeline import plan_status
+from rlft.pipeline.fingerprint import fingerprints, store
+from rlft.pipeline.run import plan_status
 from rlft.recipe import AugmentSpec, DataSpec, load_recipe, recipe_from_dict
-from rlft.runtime import StageContext, load_split
+from rlft.stages.context import StageContext
+from rlft.stages.inputs import load_split
 from rlft.tracking import NullRun
 
 
@@ -67,8 +71,8 @@ def two_digit_rows(n: int, seed: int = 0) -> list[dict]:
 
 
 def test_numbers_on_bundled_sft_rows_recomputes_every_answer_and_avoids_held_out_sums(tmp_path):
-    rows = bundled.arithmetic_rows("train", with_solution=True)[:80]
-    test = bundled.arithmetic_rows("test")
+    rows = sums.arithmetic_rows("train", with_solution=True)[:80]
+    test = sums.arithmetic_rows("test")
     made, report = copies(rows, "numbers", held_out=HeldOut.of(test))
     assert report["added"] == 80 and report["transforms"] == {"numbers": {"augmented": 80, "skipped": 0}}
 
@@ -78,8 +82,8 @@ def test_numbers_on_bundled_sft_rows_recomputes_every_answer_and_avoids_held_out
         assert (a, b) != _operands(original) and len(str(a)) == len(str(b)) == 2
         assert frozenset((a, b)) not in held_out_sums
         assert row["answer"] == str(a + b)
-        assert content(row["completion"]) == bundled.worked_solution(a, b) and right(content(row["completion"]), a + b)
-        assert prompt_text(row).endswith(bundled.INSTRUCTION)
+        assert content(row["completion"]) == sums.worked_solution(a, b) and right(content(row["completion"]), a + b)
+        assert prompt_text(row).endswith(sums.INSTRUCTION)
     check_valid(tmp_path, made)
 
 
@@ -150,17 +154,17 @@ def test_numbers_never_picks_a_held_out_prompts_numbers():
 
 
 def test_template_rephrases_every_bundled_question_and_wraps_free_text(tmp_path):
-    for text in bundled.TEMPLATES:  # every question the bundled tasks ask is recognised
+    for text in sums.TEMPLATES:  # every question the bundled tasks ask is recognised
         question = text.format(a=12, b=7, name="Tom", thing="apples")
-        assert any(pattern.fullmatch(question) for _, _, pattern in augment.TEMPLATES), question
+        assert any(pattern.fullmatch(question) for _, _, pattern in arithmetic.TEMPLATES), question
 
-    rows = bundled.arithmetic_rows("train")[:60]
+    rows = sums.arithmetic_rows("train")[:60]
     made, report = copies(rows, "template")
     assert report["transforms"]["template"] == {"augmented": 60, "skipped": 0}
     for original, row in zip(rows, made, strict=True):
         assert prompt_text(row) != prompt_text(original) and row["answer"] == original["answer"]
         assert _operands(row) == _operands(original)  # same question, other words
-        assert prompt_text(row).endswith(augment.INSTRUCTIONS) and "<answer></answer>" in prompt_text(row)
+        assert prompt_text(row).endswith(arithmetic.INSTRUCTIONS) and "<answer></answer>" in prompt_text(row)
     check_valid(tmp_path, made)
 
     support = bundled.DATASETS["support-preference"]("train")[:30]
@@ -228,9 +232,9 @@ def test_noise_changes_casing_and_spacing_of_the_prompt_only(tmp_path):
     assert report["added"] == 3 and {r["label"] for r in made} == {"positive"}
     assert all(r["text"] != reviews[0]["text"] and r["text"].casefold().split() == reviews[0]["text"].casefold().split() for r in made)
 
-    sums = bundled.arithmetic_rows("train", with_solution=True)[:40]
-    made, _ = copies(sums, "noise")
-    for original, row in zip(sums, made, strict=True):
+    worked = sums.arithmetic_rows("train", with_solution=True)[:40]
+    made, _ = copies(worked, "noise")
+    for original, row in zip(worked, made, strict=True):
         assert re.findall(r"\d+|<answer></answer>", prompt_text(row)) == re.findall(r"\d+|<answer></answer>", prompt_text(original))
         assert row["completion"] == original["completion"] and row["answer"] == original["answer"]
 
@@ -239,7 +243,7 @@ def test_noise_changes_casing_and_spacing_of_the_prompt_only(tmp_path):
 
 
 def test_same_seed_same_rows_other_seed_other_rows_and_exact_ratio():
-    rows = bundled.arithmetic_rows("train", with_solution=True)[:40]
+    rows = sums.arithmetic_rows("train", with_solution=True)[:40]
     first, _ = augment_rows(rows, spec("numbers", "template", "noise", ratio=0.5), seed=3)
     again, _ = augment_rows(rows, spec("numbers", "template", "noise", ratio=0.5), seed=3)
     other, _ = augment_rows(rows, spec("numbers", "template", "noise", ratio=0.5), seed=4)
@@ -255,7 +259,7 @@ def test_same_seed_same_rows_other_seed_other_rows_and_exact_ratio():
     _, report = copies(mixed, "numbers", ratio=1.0)
     assert (report["target"], report["added"], report["unchanged"]) == (20, 10, 10)
     assert report["transforms"]["numbers"] == {"augmented": 10, "skipped": 10}
-    assert "20 copies asked for: 10 rows no transform could change" in augment.summary_line("sft", report)
+    assert "20 copies asked for: 10 rows no transform could change" in apply.summary_line("sft", report)
 
 
 class RecordingRun(NullRun):
@@ -300,7 +304,7 @@ def test_load_split_augments_training_rows_only_and_reports_counts(tmp_path, cap
 
 
 def test_sft_stage_with_augmentation_records_counts_in_its_manifest(tiny_model, tmp_path):
-    from rlft import runner
+    from rlft.pipeline import runner
 
     write_jsonl(tmp_path / "sums.jsonl", two_digit_rows(16))
     data = {"source": "sums.jsonl", "augment": {"seed": 0, "ratio": 0.5, "transforms": ["numbers", {"name": "noise", "case": 0.3}]}}

@@ -111,14 +111,14 @@ def load(scene: Scene, data: dict, overrides: list[str] | tuple = ()):
 
 def check(scene: Scene, data: dict, overrides: list[str] | tuple = (), *, here: bool = False) -> None:
     """What `rlft plan` (and, with ``here``, `rlft run`) checks before anything is written."""
-    from rlft.recipe_checks import check_recipe
+    from rlft.pipeline.checks import check_recipe
 
     path = scene.recipe(data)
     check_recipe(load_recipe(path, list(overrides)), str(path), here=here)
 
 
 def rows_error(scene: Scene, rows_file: str, **spec) -> str:
-    from rlft.data import load_rows
+    from rlft.data.rows import load_rows
 
     kind = spec.pop("kind", None)
     return error_of(load_rows, DataSpec(source=rows_file, **spec), split="train", base_dir=scene.root, kind=kind)
@@ -163,11 +163,11 @@ def finished_run(scene: Scene, stages: list[dict], model: str = "bundled:smollm2
 
 
 def run_stage_here(run_dir: Path, stage: str) -> str:
-    """Run one stage as the stage process does (``rlft.runner``, in this process); return the error it records.
+    """Run one stage as the stage process does (``rlft.pipeline.runner``, in this process); return the error it records.
 
     Checks the run folder is exactly as before — the finished stage, recipe.json, summary.json — apart from that record.
     """
-    from rlft import runner
+    from rlft.pipeline import runner
 
     before = snapshot(run_dir)
     assert runner.main([str(run_dir), stage]) != 0
@@ -510,7 +510,7 @@ def _(scene):
     "map one with `columns: {prompt: <source column>}`",
 )
 def _(scene):
-    from rlft.data import load_rows
+    from rlft.data.rows import load_rows
 
     write_jsonl(scene.root / "d.jsonl", [{"question": "1+1?"}])
     return error_of(load_rows, DataSpec(source="d.jsonl"), split="train", required=("prompt",), base_dir=scene.root)
@@ -589,7 +589,7 @@ LONG_ROWS = [{"prompt": "1+1=", "completion": "2"}, {"prompt": "9" * 120 + "=", 
     "fix: shorten or drop those rows, raise the stage's trl.max_length, or let TRL cut them: stages.sft.data.too_long=truncate",
 )
 def _(scene):
-    from rlft.data import check_lengths, load_rows
+    from rlft.data.rows import check_lengths, load_rows
     from rlft.models import load_tokenizer
 
     write_jsonl(scene.root / "d.jsonl", LONG_ROWS)
@@ -611,8 +611,8 @@ def _(scene):
 def _(scene):
     import trl
 
-    from rlft.runtime import StageContext
     from rlft.stages import sft
+    from rlft.stages.context import StageContext
     from rlft.tracking import NullRun
 
     write_jsonl(scene.root / "d.jsonl", LONG_ROWS)
@@ -656,7 +656,7 @@ def _(scene):
     "fix: use one of: train, test",
 )
 def _(scene):
-    from rlft.data import load_rows
+    from rlft.data.rows import load_rows
 
     return error_of(load_rows, DataSpec(source="bundled:arithmetic"), split="valid")
 
@@ -1038,8 +1038,8 @@ def _(scene):
 def _(scene):
     from typer.testing import CliRunner
 
-    from rlft import pipeline
-    from rlft.cli import app
+    from rlft.cli.app import app
+    from rlft.pipeline import run as pipeline
 
     path = scene.recipe(base_recipe())
     with read_only(scene.root / "ro") as mp:
@@ -1074,7 +1074,7 @@ def _(scene):
 
 def pipeline_write_fails(scene: Scene, code: int) -> str:
     """A rerun of a finished run whose folder can no longer be written; checks recipe.json and summary.json are untouched."""
-    from rlft import pipeline
+    from rlft.pipeline import run as pipeline
 
     path, run_dir = finished_run(scene, [{"name": "sft", "kind": "sft", "data": "bundled:arithmetic-sft"}])
     before = snapshot(run_dir)
@@ -1125,7 +1125,7 @@ def _(scene):
     "fix: wait for it to finish, or choose another --run-id",
 )
 def _(scene):
-    from rlft.pipeline import RunLock
+    from rlft.pipeline.run import RunLock
 
     with RunLock(scene.root / "busy"):
         return error_of(RunLock(scene.root / "busy").__enter__)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def generate_greedy(model, tok, prompts, max_new_tokens):
-    from rlft.scorecard import generate
+    from rlft.evaluation.scorecard import generate
 
     return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=16).texts
 

@@ -14,7 +14,7 @@ from test_stages import load_weights, make_ctx
 
 from rlft.errors import RecipeError, RlftError
 from rlft.recipe import recipe_from_dict
-from rlft.runtime import StageResult
+from rlft.stages.context import StageResult
 
 FILLER = "bcdfghjklnpqrstvwxy"
 MARKERS = {"cat": "aaa", "dog": "mmm", "fox": "zzz"}  # the class shows as a run of one letter at a random place
@@ -137,7 +137,7 @@ def test_num_labels_smaller_than_the_labels_found(tiny_model, tmp_path, ids):
 
 
 def test_classifier_keys_are_checked_before_training(tiny_model, tmp_path):
-    from rlft.recipe_checks import check_recipe
+    from rlft.pipeline.checks import check_recipe
 
     recipe = classifier_recipe(tiny_model, {"trl": {"max_step": 3}})
     with pytest.raises(RecipeError) as e:
@@ -151,7 +151,7 @@ def test_classifier_keys_are_checked_before_training(tiny_model, tmp_path):
 
 
 def test_eval_after_a_classifier_tests_the_last_policy(tiny_model, tmp_path):
-    from rlft.fingerprint import fingerprints
+    from rlft.pipeline.fingerprint import fingerprints
     from rlft.stages.eval import _model_under_test
 
     stages = [
@@ -172,8 +172,8 @@ def test_eval_after_a_classifier_tests_the_last_policy(tiny_model, tmp_path):
 
 
 def test_bundled_sentiment_splits_are_disjoint_balanced_and_stable():
-    from rlft import bundled
-    from rlft.bundled_sentiment import _products
+    from rlft.data import bundled
+    from rlft.data.bundled.sentiment import _products
 
     train, test = bundled.DATASETS["sentiment"]("train"), bundled.DATASETS["sentiment"]("test")
     assert (len(train), len(test)) == (378, 126)

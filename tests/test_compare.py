@@ -11,9 +11,9 @@ import yaml
 from conftest import sum_rows, write_jsonl
 
 from rlft.errors import RlftError
-from rlft.pipeline import run_pipeline
+from rlft.pipeline.run import run_pipeline
 from rlft.recipe import load_recipe
-from rlft.runs import read_wandb_file
+from rlft.wandb_files import read_wandb_file
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_compare_table_holds_what_training_logged(two_runs):
 
 
 def test_compare_formats_and_bad_references(two_runs, capsys):
-    from rlft.compare import load_rows, render
+    from rlft.analysis.compare import load_rows, render
 
     rows = load_rows(["lr-low/sft", str(two_runs / "lr-high")], two_runs)
     assert [(r.run, r.stage) for r in rows] == [("lr-low", "sft"), ("lr-high", "sft"), ("lr-high", "rl")]
@@ -149,7 +149,7 @@ def api(two_runs):
 
 
 def test_api_source_gives_the_local_table(two_runs, api):
-    from rlft.compare import load_rows, load_rows_api, render
+    from rlft.analysis.compare import load_rows, load_rows_api, render
 
     local = json.loads(render(load_rows(["lr-low", "lr-high"], two_runs), "json"))
     online_rows = load_rows_api(["lr-low", "lr-high"], api, "rlft-test")
@@ -168,7 +168,7 @@ def test_api_source_gives_the_local_table(two_runs, api):
 
 
 def test_source_is_chosen_explicitly(monkeypatch):
-    from rlft.compare import source_for
+    from rlft.analysis.compare import source_for
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert source_for(None) == "local"
@@ -184,7 +184,7 @@ def test_source_is_chosen_explicitly(monkeypatch):
 def test_cli_reads_the_api_when_told(two_runs, api, monkeypatch):
     from typer.testing import CliRunner
 
-    from rlft import cli
+    from rlft.cli import app as cli
 
     monkeypatch.setattr(cli, "_wandb_api", lambda: api)
     args = ["compare", "lr-low/rl", "--runs-dir", str(two_runs), "--format", "csv"]
@@ -201,9 +201,9 @@ def test_cli_reads_the_api_when_told(two_runs, api, monkeypatch):
 def test_report_offline_says_how_to_sync_and_online_builds_one(two_runs, monkeypatch):
     from typer.testing import CliRunner
 
-    from rlft import cli
-    from rlft.compare import load_rows
-    from rlft.report import build_report
+    from rlft.analysis.compare import load_rows
+    from rlft.analysis.report import build_report
+    from rlft.cli import app as cli
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     out = CliRunner().invoke(cli.app, ["compare", "lr-low", "lr-high", "--runs-dir", str(two_runs), "--format", "csv", "--report"])
@@ -219,7 +219,7 @@ def test_report_offline_says_how_to_sync_and_online_builds_one(two_runs, monkeyp
 
 
 def test_plots_and_winrate_from_the_command(two_runs, tmp_path):
-    from rlft.plots import plot_data
+    from rlft.analysis.plots import plot_data
 
     plots = tmp_path / "plots"
     cmd = [sys.executable, "-m", "rlft.cli", "compare", "lr-low", "lr-high", "--runs-dir", str(two_runs)]
@@ -229,7 +229,7 @@ def test_plots_and_winrate_from_the_command(two_runs, tmp_path):
     assert written == sorted(["reward_vs_step.png", "kl_vs_step.png", "reward_vs_kl.png", "heldout_reward_vs_kl.png", "loss_vs_step.png"])
     assert all(f"wrote {plots / name}" in out.stderr for name in written)
     # both runs have a reward curve, labelled by the override that tells them apart, with every GRPO step
-    from rlft.compare import load_rows
+    from rlft.analysis.compare import load_rows
 
     curves = {c.label: c for c in plot_data(load_rows(["lr-low", "lr-high"], two_runs))["reward_vs_step.png"]}
     assert set(curves) == {"sft.learning_rate=0.0001", "sft.learning_rate=0.005"}

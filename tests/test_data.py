@@ -8,8 +8,8 @@ import pytest
 from conftest import write_jsonl
 
 from rewards.math import math_accuracy
-from rlft import bundled
-from rlft.data import load_rows
+from rlft.data.bundled import arithmetic as sums
+from rlft.data.rows import load_rows
 from rlft.errors import RlftError
 from rlft.recipe import DataSpec
 
@@ -22,17 +22,17 @@ def _pair(row) -> frozenset:
 
 
 def test_bundled_held_out_split_is_disjoint_and_stable():
-    train, test = bundled.arithmetic_rows("train"), bundled.arithmetic_rows("test")
-    assert len(test) == bundled.TEST_SIZE >= 50 and len(train) > 1000
+    train, test = sums.arithmetic_rows("train"), sums.arithmetic_rows("test")
+    assert len(test) == sums.TEST_SIZE >= 50 and len(train) > 1000
     assert not {_pair(r) for r in train} & {_pair(r) for r in test}
-    assert bundled.arithmetic_rows("test") == test  # deterministic
+    assert sums.arithmetic_rows("test") == test  # deterministic
 
 
 def test_bundled_sft_solutions_are_correct():
-    rows = bundled.arithmetic_rows("train", with_solution=True)[:300]
+    rows = sums.arithmetic_rows("train", with_solution=True)[:300]
     scores = math_accuracy([r["prompt"] for r in rows], [r["completion"] for r in rows], answer=[r["answer"] for r in rows])
     assert scores == [1.0] * len(rows)
-    assert all(bundled.INSTRUCTION in r["prompt"][0]["content"] for r in rows)
+    assert all(sums.INSTRUCTION in r["prompt"][0]["content"] for r in rows)
 
 
 def test_local_jsonl_and_csv_with_column_mapping(tmp_path):

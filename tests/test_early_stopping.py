@@ -251,7 +251,7 @@ def test_pair_stages_stop_on_the_trainer_metric_they_name(tiny_model, tmp_path, 
 
 
 def test_patience_counts_evaluations_without_an_improvement_larger_than_min_delta():
-    from rlft.early_stopping import EarlyStopping
+    from rlft.training.early_stopping import EarlyStopping
 
     spec = EarlyStoppingSpec(every_steps=5, patience=2, min_delta=0.1)
     cfg, ctx = SimpleNamespace(early_stopping=spec, name="s"), SimpleNamespace(notes={})

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from conftest import sum_rows, write_jsonl
 
-from rlft import fingerprint
-from rlft.fingerprint import explain, fingerprints, store
-from rlft.pipeline import plan_status
+from rlft.pipeline import fingerprint
+from rlft.pipeline.fingerprint import explain, fingerprints, store
+from rlft.pipeline.run import plan_status
 from rlft.recipe import load_recipe
 
 REWARD = "def polite(prompts, completions, **kw):\n    return [1.0 if 'please' in str(c) else 0.0 for c in completions]\n"

@@ -12,10 +12,10 @@ import yaml
 from conftest import build_tiny_model, write_jsonl
 
 from rewards.general import CHECKS, general_ability, passes
+from rlft.data.bundled.probe import CATEGORIES, ITEMS, probe_rows
 from rlft.errors import CheckFailed, RecipeError, RlftError
-from rlft.probes import CATEGORIES, ITEMS, probe_rows
 from rlft.recipe import recipe_from_dict
-from rlft.runtime import StageContext, StageResult
+from rlft.stages.context import StageContext, StageResult
 from rlft.tracking import NullRun
 
 PROBE_K = 10  # the first 10 probe rows: two per category
@@ -220,8 +220,8 @@ def memorise(model: Path, rows: list[dict], tmp_path: Path, steps: int) -> Stage
 def test_probe_and_forgetting_on_controlled_answers(tiny_model, tmp_path, monkeypatch):
     """Generation replaced by fixed answers: the baseline answers the probe right, the model under test all but the facts wrong,
     and memorised its training prompts. Every number is then known exactly."""
-    import rlft.scorecard
-    from rlft.scorecard import Generated
+    import rlft.evaluation.scorecard
+    from rlft.evaluation.scorecard import Generated
     from rlft.stages import eval as eval_stage
 
     write_jsonl(tmp_path / "train.jsonl", [{"prompt": f"item {i}:", "answer": str(i + 1), "completion": str(i + 1)} for i in range(6)])
@@ -241,7 +241,7 @@ def test_probe_and_forgetting_on_controlled_answers(tiny_model, tmp_path, monkey
         texts = [answer(is_model, p[-1]["content"]) for p in prompts]
         return Generated(texts=texts, lengths=[len(t) for t in texts], kl=[0.0] * len(texts) if ref is not None else [])
 
-    monkeypatch.setattr(rlft.scorecard, "generate", fake_generate)
+    monkeypatch.setattr(rlft.evaluation.scorecard, "generate", fake_generate)
     results = {"m": StageResult(name="m", kind="sft", status="done", model_path=str(under_test))}
     keys = {"overfit_check": {"stage": "m", "prompts": 4}, "probe": {"limit": PROBE_K}, "forgetting": {"max_drop": 0.1}}
     r = recipe_from_dict(recipe(str(tiny_model), **keys))
@@ -317,8 +317,8 @@ def test_forgetting_fails_the_pipeline_and_keeps_earlier_stages(fused_model, tmp
     stage fails, naming the numbers; its metrics reach the summary and its manifest; raising max_drop reuses `forget`."""
     from rich.console import Console
 
-    from rlft.cli import print_summary
-    from rlft.pipeline import run_pipeline
+    from rlft.cli.tables import print_summary
+    from rlft.pipeline.run import run_pipeline
     from rlft.recipe import load_recipe
 
     good = memorise(fused_model, [{"prompt": i.question, "completion": i.example} for i in ITEMS[:PROBE_K]], tmp_path, 60)

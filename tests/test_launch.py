@@ -12,9 +12,9 @@ from conftest import ROOT, sum_rows, write_jsonl
 from test_pipeline import read_wandb_records
 
 from rlft.errors import RecipeError, RlftError
-from rlft.pipeline import run_pipeline, stage_command
+from rlft.pipeline.checks import check_recipe
+from rlft.pipeline.run import run_pipeline, stage_command
 from rlft.recipe import load_recipe, recipe_from_dict
-from rlft.recipe_checks import check_recipe
 
 ACCELERATE_CONFIGS = ("ddp", "fsdp", "zero2", "zero3", "multi_node")
 
@@ -76,13 +76,19 @@ def test_stage_on_two_cpu_processes_splits_the_data_and_tracks_once(tiny_model, 
 def test_launch_commands(tiny_model, tmp_path):
     path = sft_recipe(tmp_path, tiny_model)
     plain = load_recipe(path)
-    assert stage_command(plain, plain.stage("sft"), tmp_path, tmp_path) == [sys.executable, "-m", "rlft.runner", str(tmp_path), "sft"]
+    assert stage_command(plain, plain.stage("sft"), tmp_path, tmp_path) == [
+        sys.executable,
+        "-m",
+        "rlft.pipeline.runner",
+        str(tmp_path),
+        "sft",
+    ]
 
     ddp = load_recipe(path, ["launch.num_processes=4"])
     cmd = stage_command(ddp, ddp.stage("sft"), tmp_path, tmp_path)
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd
-    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-4:] == ["-m", "rlft.runner", str(tmp_path), "sft"]
-    assert stage_command(ddp, ddp.stage("eval"), tmp_path, tmp_path)[2] == "rlft.runner"  # eval stays single-process
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-4:] == ["-m", "rlft.pipeline.runner", str(tmp_path), "sft"]
+    assert stage_command(ddp, ddp.stage("eval"), tmp_path, tmp_path)[2] == "rlft.pipeline.runner"  # eval stays single-process
 
     node = load_recipe(path, [f"launch.accelerate_config={ROOT / 'recipes/accelerate/multi_node.yaml'}", "launch.machine_rank=1"])
     cmd = stage_command(node, node.stage("sft"), tmp_path, tmp_path)
@@ -118,7 +124,7 @@ def test_follower_machine_joins_training_launches_only(tiny_model, tmp_path, mon
     """Machine 1 of a multi-node run: no lock, no summary, one launch per training stage, eval left to machine 0."""
     import subprocess
 
-    import rlft.pipeline as pipeline
+    import rlft.pipeline.run as pipeline
 
     path = sft_recipe(tmp_path, tiny_model)
     config = ROOT / "recipes/accelerate/multi_node.yaml"

@@ -13,7 +13,7 @@ from conftest import build_tiny_model, sum_rows, write_jsonl
 from test_stages import load_weights, make_ctx
 
 from rlft.errors import RecipeError, RlftError
-from rlft.pipeline import plan_status, run_pipeline
+from rlft.pipeline.run import plan_status, run_pipeline
 from rlft.recipe import load_recipe, recipe_from_dict
 from rlft.stages import merge
 
@@ -179,7 +179,7 @@ def test_verdict_compares_the_soup_with_its_best_member(tmp_path, tiny_model):
 
 
 def test_a_path_member_is_part_of_the_fingerprint(two, tmp_path):
-    from rlft.fingerprint import explain, fingerprints
+    from rlft.pipeline.fingerprint import explain, fingerprints
 
     a, b = two
     member = shutil.copytree(b, tmp_path / "member")

@@ -14,7 +14,7 @@ from conftest import sum_rows, write_jsonl
 from test_stages import load_weights
 
 from rlft.errors import RlftError
-from rlft.pipeline import RunLock, run_pipeline
+from rlft.pipeline.run import RunLock, run_pipeline
 from rlft.recipe import load_recipe
 
 

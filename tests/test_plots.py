@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rlft.compare import Row, load_rows
+from rlft.analysis.compare import Row, load_rows
+from rlft.analysis.plots import varied_labels, write_plots
 from rlft.errors import RlftError
-from rlft.plots import varied_labels, write_plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LOW, HIGH = "grpo.learning_rate=1e-05", "grpo.learning_rate=0.0001"

@@ -111,7 +111,7 @@ def test_completion_mask_stops_at_the_first_eos():
 
 def test_config_rejects_bad_batch_split_and_names_ppo_keys(tiny_model, tmp_path):
     from rlft.errors import RlftError
-    from rlft.recipe_checks import trl_config_for
+    from rlft.stages.trl_config import trl_config_for
 
     def stage(trl):
         recipe = recipe_from_dict(
@@ -368,8 +368,8 @@ def test_interrupted_ppo_resumes_from_its_checkpoint_to_the_same_run(tiny_model,
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlft.checkpoints import Every, last_checkpoint
     from rlft.ppo import PPOConfig, PPOTrainer
+    from rlft.training.checkpoints import Every, last_checkpoint
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     rows = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in sum_rows(10, with_completion=False)])

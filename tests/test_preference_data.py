@@ -12,8 +12,10 @@ import sys
 import pytest
 from conftest import ROOT, write_jsonl
 
-from rlft import bundled, bundled_support
-from rlft.data import load_rows, normalise_preference, unpair_preference
+from rlft.data import bundled
+from rlft.data.bundled import support as bundled_support
+from rlft.data.preference import normalise_preference, unpair_preference
+from rlft.data.rows import load_rows
 from rlft.errors import RlftError
 from rlft.recipe import DataSpec
 
@@ -49,7 +51,7 @@ def test_support_sizes_and_held_out_split():
 def test_support_is_deterministic_across_processes():
     rows = bundled_support.preference_rows("test")
     assert bundled_support.preference_rows("test") == rows
-    code = "import hashlib, json; from rlft import bundled_support as b; print(hashlib.sha256(json.dumps(b.preference_rows('test')).encode()).hexdigest())"
+    code = "import hashlib, json; from rlft.data.bundled import support as b; print(hashlib.sha256(json.dumps(b.preference_rows('test')).encode()).hexdigest())"
     digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
     for hash_seed in ("1", "2"):  # string hashing must not leak into the generated rows
         out = subprocess.run(

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from rlft.errors import RecipeError, RlftError
+from rlft.pipeline.checks import check_recipe
 from rlft.recipe import load_recipe, recipe_from_dict
-from rlft.recipe_checks import check_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def test_unknown_trl_key_is_an_error(tmp_path):
 
 
 def test_trl_config_is_built_with_cpu_defaults(tmp_path):
-    from rlft.recipe_checks import trl_config_for
+    from rlft.stages.trl_config import trl_config_for
 
     r = recipe_from_dict(base_recipe())
     cfg = trl_config_for(r.stage("rl"), str(tmp_path), seed=3)
@@ -175,7 +175,7 @@ def test_gpu_recipe_run_on_cpu_names_the_override(monkeypatch):
 
 
 def test_help_is_fast_and_does_not_import_torch():
-    code = "import sys; from rlft.cli import app; import rlft.recipe; print('torch' in sys.modules)"
+    code = "import sys; from rlft.cli.app import app; import rlft.recipe; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -184,7 +184,7 @@ def test_checkpointing_key_follows_the_installed_transformers():
     """transformers renamed gradient_checkpointing to activation_checkpointing: either name reaches the one the class has."""
     import dataclasses
 
-    from rlft.recipe_checks import _checkpointing_names
+    from rlft.stages.trl_config import _checkpointing_names
 
     @dataclasses.dataclass
     class Old:

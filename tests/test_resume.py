@@ -22,8 +22,8 @@ import yaml
 from conftest import sum_rows, write_jsonl
 from safetensors.torch import load_file
 
-from rlft.checkpoints import Every, last_checkpoint
-from rlft.runs import read_wandb_files
+from rlft.training.checkpoints import Every, last_checkpoint
+from rlft.wandb_files import read_wandb_files
 
 STEPS, EVERY = 40, 5
 
@@ -68,8 +68,8 @@ def wait_for_checkpoint(partial: Path, step: int, proc, timeout: float = 300) ->
 
 
 def stage_process(pipeline_pid: int) -> psutil.Process:
-    """The stage's own process (python -m rlft.runner ...), a child of the pipeline."""
-    children = [p for p in psutil.Process(pipeline_pid).children(recursive=True) if "rlft.runner" in " ".join(p.cmdline())]
+    """The stage's own process (python -m rlft.pipeline.runner ...), a child of the pipeline."""
+    children = [p for p in psutil.Process(pipeline_pid).children(recursive=True) if "rlft.pipeline.runner" in " ".join(p.cmdline())]
     assert len(children) == 1, children
     return children[0]
 

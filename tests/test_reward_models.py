@@ -11,8 +11,8 @@ from test_stages import make_ctx
 
 from rewards.ensemble import Ensemble
 from rlft.errors import RecipeError
+from rlft.pipeline.checks import check_recipe
 from rlft.recipe import load_recipe, recipe_from_dict
-from rlft.recipe_checks import check_recipe
 
 
 def separable_pairs(n: int) -> list[dict]:
@@ -123,7 +123,7 @@ def test_model_reference_must_be_an_earlier_reward_model_stage(tmp_path):
 
 
 def test_sft_rm_grpo_pipeline_with_an_ensemble(tiny_model, tmp_path):
-    from rlft.pipeline import run_pipeline
+    from rlft.pipeline.run import run_pipeline
 
     write_jsonl(tmp_path / "sft.jsonl", sum_rows(8))
     write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(16))

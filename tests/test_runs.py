@@ -6,7 +6,7 @@ import pytest
 from test_pipeline import read_wandb_records
 
 from rlft.errors import RlftError
-from rlft.runs import read_wandb_file
+from rlft.wandb_files import read_wandb_file
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_rlft_runs_lists_pipeline_runs_with_status_and_headline(tmp_path):
         ],
         status="failed",
     )
-    from rlft.runs import find_pipeline_runs
+    from rlft.analysis.runs import find_pipeline_runs
 
     runs = find_pipeline_runs(tmp_path)
     assert [r.run_id for r in runs] == ["a", "b"]  # oldest first

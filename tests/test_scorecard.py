@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import build_tiny_model
 
-from rlft.scorecard import _until_eos, generate, preference_accuracy
+from rlft.evaluation.scorecard import _until_eos, generate, preference_accuracy
 
 PROMPTS = [[{"role": "user", "content": f"{a}+{b}?"}] for a, b in ((1, 2), (3, 4), (12, 30))]
 
@@ -55,7 +55,7 @@ def test_summary_prints_one_scorecard_across_stage_kinds():
 
     from rich.console import Console
 
-    from rlft.cli import scorecard_table
+    from rlft.cli.tables import scorecard_table
 
     stages = [
         {"name": "sft", "kind": "sft", "metrics": {"baseline/loss": 2.0, "eval/loss": 1.0, "eval/kl_to_ref": 0.5}},
@@ -76,7 +76,7 @@ def test_guards_table_shows_probe_gap_early_stopping_and_soup():
 
     from rich.console import Console
 
-    from rlft.cli import guards_table
+    from rlft.cli.tables import guards_table
 
     stages = [
         {"name": "rl", "kind": "grpo", "metrics": {"early_stopping/best": 0.5, "early_stopping/stop_step": 18, "eval/loss": 1.0}},
@@ -113,7 +113,7 @@ def test_kl_with_kept_logits_and_chunks_equals_the_full_computation(two_models):
         def forward(self, input_ids, attention_mask, position_ids):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
 
-    from rlft.scorecard import _sequence_kl
+    from rlft.evaluation.scorecard import _sequence_kl
 
     tok.padding_side = "left"
     enc = tok([tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in PROMPTS], return_tensors="pt", padding=True)

@@ -10,9 +10,9 @@ from conftest import sum_rows, write_jsonl
 from test_reward_models import separable_pairs
 from test_stages import load_weights, make_ctx
 
-from rlft import runtime
 from rlft.errors import RecipeError, RlftError
 from rlft.recipe import recipe_from_dict
+from rlft.stages import progress
 from rlft.tracking import NullRun
 
 QUIET = {"scorecard": {"prompts": 0, "baseline": False}}  # no generation: these tests are about weights
@@ -63,7 +63,7 @@ def record_training(monkeypatch) -> Seen:
             if logs and "learning_rate" in logs:
                 record.lrs[state.global_step] = logs["learning_rate"]
 
-    monkeypatch.setattr(runtime, "progress_callback", lambda stage_name: Recording())
+    monkeypatch.setattr(progress, "progress_callback", lambda stage_name: Recording())
     return record
 
 
@@ -273,7 +273,7 @@ def test_contradictory_freeze_keys_are_refused_naming_them(extra, named):
 )
 def test_freeze_beyond_the_model_is_an_error_naming_the_key(tiny_model, freeze, where, says):
     from rlft.models import load_causal_lm
-    from rlft.selective import apply_freeze
+    from rlft.training.selective import apply_freeze
 
     stage = recipe_from_dict({"name": "t", "model": "m", "stages": [{"name": "s", "kind": "sft", "data": "x", "freeze": freeze}]}).stages[0]
     with pytest.raises(RlftError) as err:
@@ -284,7 +284,7 @@ def test_freeze_beyond_the_model_is_an_error_naming_the_key(tiny_model, freeze, 
 def test_blocks_are_found_generically_or_named_missing():
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig
 
-    from rlft.selective import find_blocks
+    from rlft.training.selective import find_blocks
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
     path, blocks = find_blocks(gpt2)
@@ -304,7 +304,7 @@ def test_blocks_are_found_generically_or_named_missing():
 def test_gpt2_embeddings_include_learned_positions():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from rlft.selective import apply_freeze
+    from rlft.training.selective import apply_freeze
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50, n_positions=32))
     stage = recipe_from_dict(
@@ -341,9 +341,9 @@ def test_pipeline_records_freezing_in_the_manifest_and_wandb(tiny_model, tmp_pat
 
     import yaml
 
-    from rlft.pipeline import run_pipeline
+    from rlft.pipeline.run import run_pipeline
     from rlft.recipe import load_recipe
-    from rlft.runs import read_wandb_file
+    from rlft.wandb_files import read_wandb_file
 
     write_jsonl(tmp_path / "train.jsonl", sum_rows(16))
     stage = {

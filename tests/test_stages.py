@@ -9,7 +9,7 @@ import torch
 from conftest import sum_rows, write_jsonl
 
 from rlft.recipe import recipe_from_dict
-from rlft.runtime import StageContext
+from rlft.stages.context import StageContext
 from rlft.tracking import NullRun
 
 
@@ -20,7 +20,7 @@ def make_ctx(recipe, tmp_path: Path, stage: str) -> StageContext:
 
 
 def assert_scorecard(m: dict, rewards: list[str], moved: bool = True) -> None:
-    """The common held-out scorecard names every generating stage writes (rlft.scorecard)."""
+    """The common held-out scorecard names every generating stage writes (rlft.evaluation.scorecard)."""
     for prefix in ("eval", "baseline"):
         assert m[f"{prefix}/mean_length"] >= 1, m
         for name in rewards:
@@ -148,7 +148,7 @@ def test_reward_missing_its_column_is_named_before_training(tiny_model, tmp_path
 def test_progress_line_names_ensemble_members(capsys):
     from types import SimpleNamespace
 
-    from rlft.runtime import progress_callback
+    from rlft.stages.progress import progress_callback
 
     cb = progress_callback("rl")
     state = SimpleNamespace(global_step=1, max_steps=3)

@@ -13,9 +13,9 @@ import yaml
 from conftest import sum_rows, write_jsonl
 from typer.testing import CliRunner
 
-from rlft import cli
+from rlft.analysis.sweep import ParamSpec, parse_param, parse_params, prepare_sweep, run_sweep, wandb_sweep_config
+from rlft.cli import app as cli
 from rlft.errors import RlftError
-from rlft.sweep import ParamSpec, parse_param, parse_params, prepare_sweep, run_sweep, wandb_sweep_config
 
 
 def sft_stage(name: str, **extra) -> dict:
@@ -40,8 +40,8 @@ def write_recipe(tmp_path: Path, tiny_model: Path, stages: list[dict], tracking:
 
 
 def test_sweep_runs_trials_records_them_and_adds_more(tiny_model, tmp_path):
-    from rlft.compare import load_rows
-    from rlft.runs import read_wandb_file
+    from rlft.analysis.compare import load_rows
+    from rlft.wandb_files import read_wandb_file
 
     recipe = write_recipe(tmp_path, tiny_model, [sft_stage("sft")])
     args = [
@@ -121,7 +121,7 @@ def test_pruned_trial_stops_before_its_next_stage(tiny_model, tmp_path):
 
 
 def test_failed_trials_are_recorded_and_a_wrong_metric_stops_the_sweep(tiny_model, tmp_path, monkeypatch):
-    import rlft.pipeline
+    import rlft.pipeline.run
 
     recipe = write_recipe(tmp_path, tiny_model, [sft_stage("sft")])
     sweep = prepare_sweep(
@@ -141,7 +141,7 @@ def test_failed_trials_are_recorded_and_a_wrong_metric_stops_the_sweep(tiny_mode
             stage = {"name": "sft", "kind": "sft", "status": "failed", "error": "out of memory"}
         return {"run_id": run_id, "run_dir": str(tmp_path / run_id), "status": stage["status"], "stages": [stage]}
 
-    monkeypatch.setattr(rlft.pipeline, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(rlft.pipeline.run, "run_pipeline", fake_pipeline)
     rows = run_sweep(sweep, trials=2)
     assert [(r.state, r.value, r.error, r.best) for r in rows] == [
         ("failed", None, "stage sft: out of memory", False),

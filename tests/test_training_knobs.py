@@ -12,7 +12,7 @@ from test_selective import Seen, record_training, run_stage
 
 from rlft.errors import RecipeError, RlftError
 from rlft.recipe import recipe_from_dict
-from rlft.recipe_checks import trl_config_for
+from rlft.stages.trl_config import trl_config_for
 
 LR, WARMUP, STEPS = 1e-3, 3, 12
 
@@ -124,7 +124,7 @@ def test_dropout_is_set_while_training_and_the_saved_model_keeps_its_own(tiny_mo
 def test_dropout_fields_by_architecture_and_an_error_without_any():
     from transformers import GPT2Config, MambaConfig
 
-    from rlft.selective import dropout_fields
+    from rlft.training.selective import dropout_fields
 
     assert set(dropout_fields(GPT2Config())) == {"resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"}
     with pytest.raises(RlftError) as err:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import write_jsonl
 
+from rlft.analysis.winrate import HEAD, PairResult, final_model, render_winrates, winrates
 from rlft.errors import RlftError
-from rlft.winrate import HEAD, PairResult, final_model, render_winrates, winrates
 
 # answer "7": A wins; "3": B wins; "5": both wrong, a tie; no answer: the judge does not apply.
 ROWS = [

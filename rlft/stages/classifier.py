@@ -1,7 +1,7 @@
 """Text classification: a head with N labels on the start model, trained with transformers' ``Trainer``.
 
 Rows are ``text`` and ``label`` (``columns: {text: review, label: sentiment}`` maps other names); labels
-are ids or names (``rlft.classification``), and ``num_labels`` defaults to the labels found. The model is
+are ids or names (``rlft.stages.classification``), and ``num_labels`` defaults to the labels found. The model is
 ``AutoModelForSequenceClassification`` on the recipe's model or an earlier stage's (``init_from``),
 trained in full or with LoRA (task SEQ_CLS: the adapter plus a fully trained head). TRL has no
 classification trainer, so ``trl:`` holds ``transformers.TrainingArguments`` keys. Held-out rows
@@ -15,19 +15,14 @@ saved model (safetensors, LoRA merged, ``id2label``/``label2id`` in its config) 
 
 from __future__ import annotations
 
-from rlft.classification import HeldOutScores, LabelSpace, label_space
+from rlft.distributed import is_main_process
 from rlft.recipe import ClassifierStage
-from rlft.recipe_checks import trl_config_for
-from rlft.runtime import (
-    StageContext,
-    StageResult,
-    final_train_metrics,
-    is_main_process,
-    load_split,
-    lora_config,
-    save_model,
-    train_between_evaluations,
-)
+from rlft.stages.classification import HeldOutScores, LabelSpace, label_space
+from rlft.stages.context import StageContext, StageResult
+from rlft.stages.inputs import load_split, lora_config
+from rlft.stages.saving import save_model
+from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.trl_config import trl_config_for
 
 
 def _load_head(ctx: StageContext, cfg: ClassifierStage, labels: LabelSpace):
@@ -35,13 +30,13 @@ def _load_head(ctx: StageContext, cfg: ClassifierStage, labels: LabelSpace):
     from transformers import AutoModelForSequenceClassification
 
     from rlft.models import load_tokenizer, require_safetensors
-    from rlft.selective import load_start
+    from rlft.training.selective import load_start
 
     ref = ctx.model_ref(cfg.init_from)
     ctx.notes["start_model"] = ref
     tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     require_safetensors(ref)
-    model = load_start(  # with the stage's dropout: and freeze: (rlft.selective)
+    model = load_start(  # with the stage's dropout: and freeze: (rlft.training.selective)
         ctx,
         cfg,
         ref,
@@ -74,7 +69,7 @@ def run(cfg: ClassifierStage, ctx: StageContext) -> StageResult:
     from peft import get_peft_model
     from transformers import DataCollatorWithPadding, Trainer
 
-    from rlft.data import check_lengths
+    from rlft.data.rows import check_lengths
 
     train, test = load_split(cfg, ctx, required=cfg.required_columns)
     labels = label_space(train, test, num_labels=cfg.num_labels, stage=cfg.name, data=ctx.notes["data"])

@@ -4,7 +4,7 @@ Any ``loss_type`` TRL 1.16 offers (``sigmoid``, ``ipo``, ``hinge``, ``robust``, 
 or several at once with ``loss_weights`` (e.g. MPO), set under ``trl:`` with ``beta`` and
 ``label_smoothing``. The reference model is the starting model; with LoRA it is the same weights
 with the adapter disabled, so no second copy sits in memory. Reports the common scorecard
-(``rlft.scorecard``): ``eval/accuracy`` and ``baseline/accuracy`` (held-out pairs whose chosen
+(``rlft.evaluation.scorecard``): ``eval/accuracy`` and ``baseline/accuracy`` (held-out pairs whose chosen
 answer the model itself prefers, by mean token log-probability — a fair "before", where the
 implicit reward of a policy equal to its reference ties every pair), ``eval/kl_to_ref`` and
 ``eval/mean_length`` on held-out prompts; and TRL's implicit-reward accuracy after training.
@@ -13,20 +13,12 @@ implicit reward of a policy equal to its reference ties every pair), ``eval/kl_t
 from __future__ import annotations
 
 from rlft.recipe import DPOStage
-from rlft.recipe_checks import trl_config_for
-from rlft.runtime import (
-    StageContext,
-    StageResult,
-    begin_scorecard,
-    check_row_lengths,
-    end_scorecard,
-    final_train_metrics,
-    load_pairs,
-    load_start_model,
-    lora_config,
-    save_model,
-    train_between_evaluations,
-)
+from rlft.stages.context import StageContext, StageResult
+from rlft.stages.heldout import begin_scorecard, end_scorecard
+from rlft.stages.inputs import check_row_lengths, load_pairs, load_start_model, lora_config
+from rlft.stages.saving import save_model
+from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.trl_config import trl_config_for
 
 
 def run(cfg: DPOStage, ctx: StageContext) -> StageResult:

@@ -2,12 +2,12 @@
 
 Scores the model under test (``init_from``, default the last stage that made a policy: not a
 reward model or a classifier, which do not generate) and a baseline (``baseline: base`` = the
-recipe's starting model, or a stage name), with the common scorecard names (``rlft.scorecard``):
+recipe's starting model, or a stage name), with the common scorecard names (``rlft.evaluation.scorecard``):
 ``eval/reward/<name>`` and ``baseline/reward/<name>`` (means over rows where the reward applies),
 ``eval/mean_length`` (tokens) and ``eval/kl_to_ref`` (KL of the model under test to the baseline
 along its greedy completions). Samples go to ``samples.jsonl`` and a W&B table.
 
-Guards (``rlft.guards``): ``overfit_check`` also scores a sample of a training stage's own prompts
+Guards (``rlft.stages.guards``): ``overfit_check`` also scores a sample of a training stage's own prompts
 (``train_sample/reward/<name>``, ``generalisation_gap/<name>``), ``probe`` the general-ability probe
 (``probe/general/accuracy``, per category, ``probe/general/change``), and ``forgetting`` fails the
 stage when that accuracy dropped more than ``max_drop`` below the baseline's.
@@ -15,11 +15,11 @@ stage when that accuracy dropped more than ``max_drop`` below the baseline's.
 
 from __future__ import annotations
 
-from rlft.data import load_rows
-from rlft.guards import Guards, check_forgetting
+from rlft.data.rows import load_rows
+from rlft.evaluation.scorecard import Scorecard
 from rlft.recipe import STAGE_KINDS, EvalStage
-from rlft.runtime import StageContext, StageResult
-from rlft.scorecard import Scorecard
+from rlft.stages.context import StageContext, StageResult
+from rlft.stages.guards import Guards, check_forgetting
 
 
 def _model_under_test(cfg: EvalStage, ctx: StageContext) -> str | None:

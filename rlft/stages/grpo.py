@@ -5,30 +5,23 @@ Each reward reference resolves to a named, checked callable; its weight becomes 
 ``reward``; the stage's final metrics keep the last values of each. At the end the stage scores
 greedy completions to held-out prompts (``eval_data``, the bundled test split, or ``eval_fraction``)
 with the same rewards: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``eval/mean_length`` and the
-``baseline/...`` of the starting model (the common scorecard, ``rlft.scorecard``). With
+``baseline/...`` of the starting model (the common scorecard, ``rlft.evaluation.scorecard``). With
 ``early_stopping:`` it also scores greedy completions to held-out prompts every N steps, stops when
-that reward stops improving and ends with the best-scoring weights (``rlft.early_stopping``).
+that reward stops improving and ends with the best-scoring weights (``rlft.training.early_stopping``).
 """
 
 from __future__ import annotations
 
-from rlft.checkpoints import train_resumable
-from rlft.early_stopping import watch_rewards
 from rlft.recipe import GRPOStage
-from rlft.recipe_checks import trl_config_for
-from rlft.runtime import (
-    StageContext,
-    StageResult,
-    begin_scorecard,
-    count_parameters,
-    end_scorecard,
-    final_train_metrics,
-    load_split,
-    load_start_model,
-    lora_config,
-    save_model,
-    use_rlft_progress,
-)
+from rlft.stages.context import StageContext, StageResult
+from rlft.stages.heldout import begin_scorecard, end_scorecard
+from rlft.stages.inputs import load_split, load_start_model, lora_config
+from rlft.stages.progress import use_rlft_progress
+from rlft.stages.saving import save_model
+from rlft.stages.train_loop import count_parameters, final_train_metrics
+from rlft.stages.trl_config import trl_config_for
+from rlft.training.checkpoints import train_resumable
+from rlft.training.early_stopping import watch_rewards
 
 
 def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:

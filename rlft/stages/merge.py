@@ -10,11 +10,11 @@ A recipe names the members and, optionally, held-out prompts and rewards to comp
 
 Members are earlier stages (their saved models), ``base`` (the recipe's model) or local folders (full
 weights, or a PEFT adapter that is merged into its base first); weights are relative and normalised to
-sum 1. The soup (``rlft.merging``: checked, averaged in fp32) is saved like any stage's model, with the
+sum 1. The soup (``rlft.stages.merging``: checked, averaged in fp32) is saved like any stage's model, with the
 first member's tokenizer, so later stages start from it by name (``init_from: soup``).
 
 With ``data`` and ``rewards``, the soup and every distinct member answer the same prompts greedily
-(``rlft.scorecard``), and the stage reports ``eval/reward/<name>`` and ``eval/mean_length`` for the
+(``rlft.evaluation.scorecard``), and the stage reports ``eval/reward/<name>`` and ``eval/mean_length`` for the
 soup, ``member/<label>/reward/<name>`` and ``member/<label>/mean_length`` per member (label: the stage
 name, ``base``, or the folder's name), ``soup_minus_best_member`` (the soup's first reward minus the
 best member's) and ``soup_beats_members`` (that difference is >= 0). The manifest's ``merge`` entry
@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 
-from rlft.merging import average, check_members, load_member, resolve_members
 from rlft.recipe import MergeStage
-from rlft.runtime import StageContext, StageResult, save_model
+from rlft.stages.context import StageContext, StageResult
 from rlft.stages.eval import prompt_card
+from rlft.stages.merging import average, check_members, load_member, resolve_members
+from rlft.stages.saving import save_model
 
 
 def run(cfg: MergeStage, ctx: StageContext) -> StageResult:

@@ -13,7 +13,7 @@ Per-step metrics are logged as ``train/<key>``, with TRL GRPO's names where they
 (``reward``, ``rewards/<name>/mean``, ``kl``, ``entropy``, ``completions/mean_length``), PPO's own
 under ``ppo/`` and timings under ``time/``. The stage runs in one process. With ``early_stopping:``
 it scores held-out prompts every N steps and ends with the policy and critic of the best evaluation
-(``rlft.early_stopping``).
+(``rlft.training.early_stopping``).
 """
 
 from __future__ import annotations
@@ -22,24 +22,17 @@ import json
 import os
 import time
 
-from rlft.checkpoints import Every, last_checkpoint, replay_lost_steps
-from rlft.early_stopping import watch_ppo
 from rlft.errors import RlftError
 from rlft.recipe import PPOStage
-from rlft.recipe_checks import trl_config_for
-from rlft.runtime import (
-    StageContext,
-    StageResult,
-    begin_scorecard,
-    count_parameters,
-    end_scorecard,
-    final_train_metrics,
-    load_split,
-    load_start_model,
-    lora_config,
-    save_model,
-    step_line,
-)
+from rlft.stages.context import StageContext, StageResult
+from rlft.stages.heldout import begin_scorecard, end_scorecard
+from rlft.stages.inputs import load_split, load_start_model, lora_config
+from rlft.stages.progress import step_line
+from rlft.stages.saving import save_model
+from rlft.stages.train_loop import count_parameters, final_train_metrics
+from rlft.stages.trl_config import trl_config_for
+from rlft.training.checkpoints import Every, last_checkpoint, replay_lost_steps
+from rlft.training.early_stopping import watch_ppo
 
 
 def _resume_point(cfg: PPOStage, ctx: StageContext, args):

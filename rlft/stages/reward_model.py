@@ -10,17 +10,11 @@ uses as ``rewards: [{model: <this stage>}]``.
 from __future__ import annotations
 
 from rlft.recipe import RewardModelStage
-from rlft.recipe_checks import trl_config_for
-from rlft.runtime import (
-    StageContext,
-    StageResult,
-    check_row_lengths,
-    final_train_metrics,
-    load_pairs,
-    lora_config,
-    save_model,
-    train_between_evaluations,
-)
+from rlft.stages.context import StageContext, StageResult
+from rlft.stages.inputs import check_row_lengths, load_pairs, lora_config
+from rlft.stages.saving import save_model
+from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.trl_config import trl_config_for
 
 
 def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
@@ -28,7 +22,7 @@ def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
     from transformers import AutoModelForSequenceClassification
 
     from rlft.models import load_tokenizer, require_safetensors
-    from rlft.selective import load_start
+    from rlft.training.selective import load_start
 
     ref = ctx.model_ref(cfg.init_from)
     ctx.notes["start_model"] = ref

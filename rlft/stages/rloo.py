@@ -7,7 +7,7 @@ estimate differs (each completion's baseline is the mean reward of the other com
 from __future__ import annotations
 
 from rlft.recipe import RLOOStage
-from rlft.runtime import StageContext, StageResult
+from rlft.stages.context import StageContext, StageResult
 from rlft.stages.grpo import run_online
 
 

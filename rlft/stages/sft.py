@@ -11,20 +11,12 @@ from __future__ import annotations
 
 from rlft.errors import RlftError
 from rlft.recipe import SFTStage
-from rlft.recipe_checks import trl_config_for
-from rlft.runtime import (
-    StageContext,
-    StageResult,
-    begin_scorecard,
-    check_row_lengths,
-    end_scorecard,
-    final_train_metrics,
-    load_split,
-    load_start_model,
-    lora_config,
-    save_model,
-    train_between_evaluations,
-)
+from rlft.stages.context import StageContext, StageResult
+from rlft.stages.heldout import begin_scorecard, end_scorecard
+from rlft.stages.inputs import check_row_lengths, load_split, load_start_model, lora_config
+from rlft.stages.saving import save_model
+from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.trl_config import trl_config_for
 
 SFT_COLUMNS = ("prompt", "completion", "messages", "text")
 

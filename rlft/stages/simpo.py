@@ -8,7 +8,7 @@ added NLL term). Same data, held-out split and scorecard as ``dpo``.
 from __future__ import annotations
 
 from rlft.recipe import SimPOStage
-from rlft.runtime import StageContext, StageResult
+from rlft.stages.context import StageContext, StageResult
 from rlft.stages.dpo import run_preference
 
 

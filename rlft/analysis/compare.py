@@ -1,0 +1,241 @@
+"""``rlft compare``: the common scorecard of several runs side by side, the best value per column and stage marked.
+
+A row is one stage of one pipeline run. Runs are named by run id (a folder under the runs folder, which
+is also the W&B group of its stages), by path, or as ``RUN/STAGE`` for one stage.
+
+Two sources, chosen explicitly and never by probing the network (``source_for``):
+
+- ``local`` (default): figures come from each stage's W&B run as the local ``run-<id>.wandb`` file
+  holds it (offline or online runs made on this machine), else from the run's ``summary.json``.
+- ``wandb`` (``--source wandb``, or ``WANDB_MODE=online``): the W&B public API. A run id is a W&B group
+  of the project; each of its finished W&B runs is a stage (``name`` ``<run id>.<stage>``,
+  ``job_type`` the stage kind); the history is read unsampled with ``scan_history``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlft.errors import RlftError
+
+# column -> (metric, which way is better: +1 higher, -1 lower, 0 no direction)
+FIXED_COLUMNS = {
+    "accuracy": ("eval/accuracy", +1),
+    "kl_to_ref": ("eval/kl_to_ref", -1),
+    "mean_length": ("eval/mean_length", 0),
+    "train_s": ("train/runtime_s", -1),
+    "trainable_params": ("params/trainable", 0),
+    "peak_gpu_gb": ("sys/peak_gpu_memory_gb", -1),
+    "peak_rss_gb": ("sys/peak_rss_gb", -1),
+}
+
+
+@dataclass
+class Row:
+    run: str
+    stage: str
+    kind: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    source: str = ""  # the .wandb file, summary.json or W&B API path the figures came from
+    run_dir: Path | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved recipe the run was made from
+    read_history: Callable[[], list[dict]] | None = field(default=None, repr=False)
+
+    def history(self) -> list[dict]:
+        """The stage's logged steps (one dict per step); empty when only a summary.json is at hand."""
+        return self.read_history() if self.read_history else []
+
+
+SOURCES = ("local", "wandb")
+
+
+def source_for(flag: str | None) -> str:
+    """``--source`` when given, else ``wandb`` only when ``WANDB_MODE=online``; never a network probe."""
+    if flag is not None:
+        if flag not in SOURCES:
+            raise RlftError(f"unknown source {flag!r}", fix="use --source local (W&B files on disk) or --source wandb (the W&B API)")
+        return flag
+    return "wandb" if os.environ.get("WANDB_MODE", "").lower() == "online" else "local"
+
+
+def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str, Callable[[], list[dict]] | None]:
+    """What the stage logged: its W&B summary (and history) when its .wandb file is here, else summary.json's copy."""
+    from rlft.wandb_files import read_wandb_files
+
+    wandb_id = stage.get("wandb_run_id")
+    if wandb_id:
+        files = sorted(run_dir.glob(f"wandb/*-{wandb_id}/run-{wandb_id}.wandb"))
+        if files:  # several when the stage was interrupted and resumed under the same W&B id
+            run = read_wandb_files(files)
+            return run.summary, run.source, lambda: run.history
+    return dict(stage.get("metrics") or {}), str(run_dir / "summary.json"), None
+
+
+def _recipe_of(run_dir: Path) -> dict:
+    path = run_dir / "recipe.json"
+    return json.loads(path.read_text()).get("recipe", {}) if path.exists() else {}
+
+
+def load_rows(refs: list[str], runs_dir: Path) -> list[Row]:
+    """One row per stage of each named run (or just the named stage of ``RUN/STAGE``)."""
+    rows: list[Row] = []
+    for ref in refs:
+        run_dir, only = _resolve(ref, runs_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        stages = [s for s in summary.get("stages", []) if only is None or s["name"] == only]
+        if only is not None and not stages:
+            names = [s["name"] for s in summary.get("stages", [])]
+            raise RlftError(f"run {run_dir.name} has no stage {only!r}", fix=f"its stages are: {', '.join(names)}")
+        config = _recipe_of(run_dir)
+        for stage in stages:
+            if stage.get("status") not in ("done", "cached"):
+                continue
+            metrics, source, history = _stage_metrics(run_dir, stage)
+            rows.append(
+                Row(
+                    run=summary.get("run_id", run_dir.name),
+                    stage=stage["name"],
+                    kind=stage["kind"],
+                    metrics=metrics,
+                    source=source,
+                    run_dir=run_dir,
+                    config=config,
+                    read_history=history,
+                )
+            )
+    return rows
+
+
+def load_rows_api(refs: list[str], api, project: str) -> list[Row]:
+    """The same rows from the W&B public API (``api`` is a ``wandb.Api()``): one per finished stage run of each group."""
+    if "/" not in project:
+        entity = os.environ.get("WANDB_ENTITY") or api.default_entity
+        if not entity:
+            raise RlftError(f"no W&B entity for project {project!r}", fix="pass --project ENTITY/PROJECT or set WANDB_ENTITY")
+        project = f"{entity}/{project}"
+    rows: list[Row] = []
+    for ref in refs:
+        group, _, only = ref.partition("/")
+        found = list(api.runs(project, filters={"group": group}))
+        if not found:
+            raise RlftError(
+                f"no W&B runs in group {group!r} of project {project}",
+                fix="a run id is the W&B group of its stages; check the project (--project) and that the runs were synced",
+            )
+        for wrun in found:
+            stage = (wrun.name or "").removeprefix(f"{group}.")
+            if (only and stage != only) or wrun.state != "finished":
+                continue
+            rows.append(
+                Row(
+                    run=group,
+                    stage=stage,
+                    kind=wrun.job_type or "",
+                    metrics={k: v for k, v in dict(wrun.summary_metrics).items() if not k.startswith("_")},
+                    source=f"wandb:{project}/{wrun.id}",
+                    config=dict(wrun.config).get("recipe", {}),
+                    read_history=lambda wrun=wrun: [dict(step) for step in wrun.scan_history()],
+                )
+            )
+        if only and not any(r.run == group and r.stage == only for r in rows):
+            raise RlftError(f"group {group!r} has no finished stage {only!r} in W&B project {project}", fix="check the stage name")
+    return rows
+
+
+def _resolve(ref: str, runs_dir: Path) -> tuple[Path, str | None]:
+    for candidate, stage in ((Path(ref), None), (runs_dir / ref, None)):
+        if (candidate / "summary.json").exists():
+            return candidate, stage
+    head, _, stage = ref.rpartition("/")
+    if head:
+        for candidate in (Path(head), runs_dir / head):
+            if (candidate / "summary.json").exists():
+                return candidate, stage
+    known = sorted(p.parent.name for p in runs_dir.glob("*/summary.json")) if runs_dir.exists() else []
+    raise RlftError(
+        f"no run {ref!r} (looked for a folder with summary.json, also under {runs_dir})",
+        fix=f"runs here: {', '.join(known) or '(none)'}; name a run id, a run folder, or RUN/STAGE",
+    )
+
+
+def columns_for(rows: list[Row]) -> dict[str, tuple[str, int]]:
+    """The table's columns: one per held-out reward seen (higher is better), then the fixed ones present."""
+    rewards = []
+    for row in rows:
+        for key in row.metrics:
+            if key.startswith("eval/reward/") and key not in rewards:
+                rewards.append(key)
+    cols = {key.removeprefix("eval/"): (key, +1) for key in rewards}
+    cols.update({name: spec for name, spec in FIXED_COLUMNS.items() if any(spec[0] in r.metrics for r in rows)})
+    return cols
+
+
+def best_per_column(rows: list[Row], cols: dict[str, tuple[str, int]]) -> dict[str, dict[str, float]]:
+    """Per stage name, the best value of each column among the runs: like is compared with like (an SFT stage's
+    train time with other SFT stages', an RL stage's KL with other RL stages'), and only where two or more runs have it."""
+    best: dict[str, dict[str, float]] = {}
+    for stage in dict.fromkeys(r.stage for r in rows):
+        group = [r for r in rows if r.stage == stage]
+        for name, (key, direction) in cols.items():
+            values = [r.metrics[key] for r in group if isinstance(r.metrics.get(key), int | float)]
+            if direction and len(values) > 1:
+                best.setdefault(stage, {})[name] = max(values) if direction > 0 else min(values)
+    return best
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value != int(value):
+        return f"{value:.4g}"
+    return f"{int(value)}" if isinstance(value, int | float) else str(value)
+
+
+def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
+    """Print (rich) or return the table as csv, markdown or json text."""
+    cols = columns_for(rows)
+    best = best_per_column(rows, cols)
+    head = ["run", "stage", "kind", *cols]
+    if fmt == "json":
+        return json.dumps(
+            {
+                "columns": {name: {"metric": key, "better": {1: "higher", -1: "lower", 0: None}[d]} for name, (key, d) in cols.items()},
+                "best": best,
+                "rows": [
+                    {"run": r.run, "stage": r.stage, "kind": r.kind, **{n: r.metrics.get(k) for n, (k, _) in cols.items()}} for r in rows
+                ],
+            },
+            indent=2,
+        )
+    table = [[r.run, r.stage, r.kind, *[_cell(r.metrics.get(key)) for key, _ in cols.values()]] for r in rows]
+    is_best = [[r.metrics.get(key) == best.get(r.stage, {}).get(name, object()) for name, (key, _) in cols.items()] for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(head)
+        writer.writerows(table)
+        return out.getvalue()
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for cells, marks in zip(table, is_best, strict=True):
+            shown = cells[:3] + [f"**{c}**" if m else c for c, m in zip(cells[3:], marks, strict=True)]
+            lines.append("| " + " | ".join(shown) + " |")
+        return "\n".join(lines) + "\n"
+    if fmt != "rich":
+        raise RlftError(f"unknown format {fmt!r}", fix="use rich, csv, markdown or json")
+    from rich.table import Table
+
+    t = Table(title="held-out scorecard by run and stage (best per column among the runs' same stage in bold green)")
+    for h in head:
+        t.add_column(h)
+    for cells, marks in zip(table, is_best, strict=True):
+        t.add_row(*cells[:3], *[f"[bold green]{c}[/]" if m else c for c, m in zip(cells[3:], marks, strict=True)])
+    console.print(t)
+    return None

@@ -1,0 +1,3 @@
+from rlft.cli.app import main
+
+main()

@@ -1,0 +1,88 @@
+"""The rich tables the rlft command prints: a run's stages, its held-out scorecard, its guards."""
+
+from __future__ import annotations
+
+
+def print_summary(summary: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {summary['run_id']} — {summary['status']}")
+    for col in ("stage", "kind", "status", "wall", "final loss", "final reward"):
+        table.add_column(col)
+    for s in summary["stages"]:
+        m = s.get("metrics") or {}
+        wall = s.get("wall_s")
+        table.add_row(
+            s["name"],
+            s["kind"],
+            s["status"],
+            f"{wall:.0f} s" if wall else "",
+            _num(m.get("train/loss")),
+            _num(m.get("train/reward")),
+        )
+    console.print(table)
+    for extra in (scorecard_table(summary["stages"]), guards_table(summary["stages"])):
+        if extra is not None:
+            console.print(extra)
+    for s in summary["stages"]:
+        if s.get("error"):
+            console.print(f"[red]stage {s['name']} failed:[/red] {s['error']}", markup=True)
+    console.print(f"outputs: {summary['run_dir']} (summary.json, one folder per stage)")
+
+
+def scorecard_table(stages: list[dict]):
+    """The common held-out scorecard of every stage: ``baseline -> eval`` per metric (None when no stage has one)."""
+    from rich.table import Table
+
+    def names(m: dict) -> set[str]:
+        return {k.split("/", 1)[1] for k in m if k.startswith(("eval/", "baseline/"))}
+
+    seen = set().union(*(names(s.get("metrics") or {}) for s in stages)) if stages else set()
+    columns = [c for c in SCORECARD if c in seen] + sorted(c for c in seen if c.startswith("reward/"))
+    if not columns:
+        return None
+    table = Table(title="held-out scorecard: model the stage started from -> after the stage (eval: baseline -> model)")
+    table.add_column("stage")
+    for c in columns:
+        table.add_column(c.removeprefix("reward/"))
+    for s in stages:
+        m = s.get("metrics") or {}
+        if not names(m) & set(columns):
+            continue
+        cells = []
+        for c in columns:
+            before, after = m.get(f"baseline/{c}"), m.get(f"eval/{c}")
+            cells.append(f"{_num(before)} -> {_num(after)}" if before is not None and after is not None else _num(after))
+        table.add_row(f"{s['name']} ({s['kind']})", *cells)
+    return table
+
+
+def guards_table(stages: list[dict]):
+    """The checks beyond the scorecard that stages recorded: general-ability probe, train/held-out gap,
+    early stopping, soup vs members; ``baseline -> model`` where there is a baseline (None when no stage has any)."""
+    from rich.table import Table
+
+    rows = []
+    for s in stages:
+        m = s.get("metrics") or {}
+        for key in sorted(k for k in m if k.startswith(GUARDS) and k.count("/") <= 2):  # not the probe's per-category keys
+            before = m.get(f"baseline/{key}")
+            rows.append((f"{s['name']} ({s['kind']})", key, f"{_num(before)} -> {_num(m[key])}" if before is not None else _num(m[key])))
+    if not rows:
+        return None
+    table = Table(title="guards: general ability, train vs held-out gap, early stopping, soup vs members")
+    for col in ("stage", "metric", "baseline -> model"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _num(v) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+SCORECARD = ("accuracy", "loss", "kl_to_ref", "mean_length")
+
+
+GUARDS = ("probe/general/accuracy", "generalisation_gap/", "early_stopping/best", "soup_minus_best_member")

@@ -1,0 +1,31 @@
+"""Data sets the project writes itself (no downloads), addressed as ``bundled:<name>``.
+
+``arithmetic`` — two-digit additions, as bare sums and short word problems, each prompt asking for
+the answer in ``<answer></answer>`` tags. Columns: ``prompt`` (chat messages), ``answer`` (str).
+``arithmetic-sft`` — the same prompts with a worked, column-by-column solution as ``completion``.
+``support-preference`` / ``support-sft`` — customer-support questions with a helpful, correct, polite
+``chosen`` answer and a ``rejected`` one (wrong, evasive, rude, off-topic, vague or correct-but-rude);
+see ``rlft/data/bundled/support.py``.
+``sentiment`` — short product reviews with a ``label`` (positive, negative, neutral) for ``classifier``
+stages; see ``rlft/data/bundled/sentiment.py``.
+``general-probe`` — 100 general questions with deterministic checks (facts, arithmetic, reasoning, language,
+instruction following), ``test`` split only, for eval stages' ``probe:``; see ``rlft/data/bundled/probe.py``.
+
+Splits: ``train`` and ``test``. The test split (held out) draws from number pairs that no train row
+uses, in either order, so no stage ever trains on a held-out sum. Everything is generated from a
+fixed seed, so the same name always gives the same rows.
+"""
+
+from __future__ import annotations
+
+from rlft.data.bundled import arithmetic, probe, sentiment, support
+
+DATASETS = {
+    "arithmetic": lambda split: arithmetic.arithmetic_rows(split, with_solution=False),
+    "arithmetic-sft": lambda split: arithmetic.arithmetic_rows(split, with_solution=True),
+    "support-preference": support.preference_rows,
+    "support-sft": support.sft_rows,
+    "general-probe": probe.probe_rows,
+    "sentiment": sentiment.sentiment_rows,
+}
+SPLITS = ("train", "test")

@@ -1,0 +1,62 @@
+"""``bundled:arithmetic`` and ``bundled:arithmetic-sft``: two-digit additions, with and without a worked solution."""
+
+from __future__ import annotations
+
+import random
+
+INSTRUCTION = "Put the final answer in <answer></answer> tags."
+
+TEMPLATES = [
+    "What is {a} + {b}?",
+    "Compute {a} + {b}.",
+    "Add {a} and {b}.",
+    "What is the sum of {a} and {b}?",
+    "{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
+    "A shop sold {a} {thing} in the morning and {b} in the afternoon. How many {thing} did it sell in total?",
+]
+NAMES = ["Tom", "Ana", "Li", "Sara", "Omar", "Mia", "Ravi", "Zoe"]
+THINGS = ["apples", "books", "stamps", "marbles", "coins", "cards", "shells", "pencils"]
+
+TEST_SIZE = 200
+SEED = 1234
+
+
+def worked_solution(a: int, b: int) -> str:
+    """A column-addition explanation that ends in the tagged answer."""
+    ones = a % 10 + b % 10
+    carry = ones // 10
+    tens = a // 10 + b // 10 + carry
+    total = a + b
+    if carry:
+        steps = f"Ones: {a % 10} + {b % 10} = {ones}, write {ones % 10} and carry 1. Tens: {a // 10} + {b // 10} + 1 = {tens}."
+    else:
+        steps = f"Ones: {a % 10} + {b % 10} = {ones}. Tens: {a // 10} + {b // 10} = {tens}."
+    return f"{steps} So {a} + {b} = {total}.\n<answer>{total}</answer>"
+
+
+def _pairs() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    rng = random.Random(SEED)
+    unordered = sorted({(min(a, b), max(a, b)) for a in range(10, 100) for b in range(10, 100)})
+    rng.shuffle(unordered)
+    test = unordered[:TEST_SIZE]
+    train = unordered[TEST_SIZE:]
+    # Held-out pairs appear in one order only; train pairs in both, shuffled.
+    test = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in test]
+    train = [p for a, b in train for p in ((a, b), (b, a))]
+    rng.shuffle(train)
+    return train, test
+
+
+def _row(a: int, b: int, i: int, with_solution: bool) -> dict:
+    rng = random.Random(f"{SEED}-{a}-{b}-{i}")
+    question = rng.choice(TEMPLATES).format(a=a, b=b, name=rng.choice(NAMES), thing=rng.choice(THINGS))
+    row = {"prompt": [{"role": "user", "content": f"{question} {INSTRUCTION}"}], "answer": str(a + b)}
+    if with_solution:
+        row["completion"] = [{"role": "assistant", "content": worked_solution(a, b)}]
+    return row
+
+
+def arithmetic_rows(split: str, with_solution: bool = False) -> list[dict]:
+    train, test = _pairs()
+    pairs = {"train": train, "test": test}[split]
+    return [_row(a, b, i, with_solution) for i, (a, b) in enumerate(pairs)]

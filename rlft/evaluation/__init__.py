@@ -1,0 +1,1 @@
+"""Held-out evaluation every stage shares: the scorecard (greedy generation, rewards, KL, preference accuracy)."""

@@ -1,0 +1,95 @@
+"""Deep recipe checks that need trl (and torch): real TRL configs and resolved reward references.
+
+``rlft plan`` and ``rlft run`` call ``check_recipe`` after ``load_recipe``, so TRL's own validation
+and every reward reference fail before any weights load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlft.errors import RecipeError, RlftError
+from rlft.recipe import Recipe, TrainStage, stage_reward_refs
+from rlft.stages.trl_config import trl_config_for
+
+
+def _machine_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    """What only this machine decides: can this user write the output folder, is there a W&B key for online tracking."""
+    import os
+
+    from rlft.tracking import resolve_mode
+
+    problems = []
+    target = Path(recipe.output_dir).expanduser().resolve()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    # Only a folder the recipe names: `rlft run --output-dir` replaces the default without telling the recipe.
+    if "output_dir" in recipe.model_fields_set and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        problems.append(
+            (
+                "output_dir",
+                f"{existing} is not a folder this user can write, so rlft cannot make its run folders in {target}; "
+                f"choose another folder (output_dir=PATH, or rlft run --output-dir PATH), or make it writable (chmod u+w {existing})",
+            )
+        )
+    try:
+        resolve_mode(recipe.tracking.mode, fallback_offline=recipe.tracking.fallback_offline)
+    except RlftError as exc:
+        problems.append((exc.where or "tracking.mode", f"{exc.what}; {exc.fix}"))
+    return problems
+
+
+def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, here: bool = False) -> None:
+    """Resolve every reward reference and build every TRL config; raise all problems at once.
+
+    ``here``: the recipe is about to run on this machine, so GPU-only keys (bf16) are errors too, and so are
+    an output folder this user cannot write and ``tracking.mode: online`` without a W&B key.
+    """
+    from rlft.reward_refs import resolve_ref
+
+    base_dir = base_dir or Path(source).parent
+    problems: list[tuple[str, str]] = []
+    from rlft.models import check_model_dir, require_cached_when_offline, resolve_model
+
+    try:
+        folder = Path(resolve_model(recipe.model, convert=False))
+        if (folder / "config.json").exists():  # a local folder, or the bundled model once converted
+            # rlft feeds every stage kind but sft (which takes plain text too) and classifier (plain text only) chat messages
+            needs_chat = any(s.kind not in ("sft", "classifier") for s in recipe.stages)
+            check_model_dir(folder, trust_remote_code=recipe.trust_remote_code, needs_chat_template=needs_chat)
+        elif here and not recipe.model.startswith("bundled:"):  # a hub id: `rlft plan` of a GPU recipe offline is fine
+            require_cached_when_offline(recipe.model)
+    except RlftError as exc:
+        problems.append(("model", f"{exc.what}; {exc.fix}"))
+    if here:
+        problems += _machine_problems(recipe)
+    from rlft.redact import check_no_secrets
+
+    problems += check_no_secrets(recipe.model_dump(mode="json", exclude_defaults=True))
+    from rlft.pipeline.run import accelerate_config_path
+
+    for stage in recipe.stages:
+        spec = recipe.launch_for(stage)
+        if spec.accelerate_config:
+            try:
+                accelerate_config_path(spec.accelerate_config, base_dir)
+            except RlftError as exc:
+                key = f"stages.{stage.name}.launch" if stage.launch else "launch"
+                problems.append((f"{key}.accelerate_config", f"{exc.what}; {exc.fix}"))
+                break
+    stage_models: dict[str, str | None] = {}
+    for stage in recipe.stages:
+        for path, ref in stage_reward_refs(stage):
+            try:
+                resolve_ref(ref, base_dir=base_dir, stage_models=stage_models)
+            except RlftError as exc:
+                key = "name" if ref.name is not None else "model" if ref.model is not None else "ensemble"
+                problems.append((f"stages.{stage.name}.{path}.{key}", exc.render().replace("\n  fix:", ";")))
+        if stage.kind == "reward_model":
+            stage_models[stage.name] = None
+        if isinstance(stage, TrainStage):
+            try:
+                trl_config_for(stage, "/tmp/rlft-check", seed=stage.seed if stage.seed is not None else recipe.seed, check_only=not here)
+            except RlftError as exc:
+                problems.append((exc.where or "", f"{exc.what}; {exc.fix}"))
+    if problems:
+        raise RecipeError(source, problems)

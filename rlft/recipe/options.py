@@ -1,0 +1,304 @@
+"""The option records of a recipe: data, rewards, LoRA, freezing, tracking, launch, scorecard, checkpoints,
+early stopping, augmentation, eval guards and merge members. ``rlft.recipe`` builds stages and the recipe
+from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformSpec(BaseModel):
+    """One augmentation transform: a registered name (``rlft.data.augment.transforms.TRANSFORMS``), ``p``, and the transform's own options.
+
+    A plain string is shorthand for ``{name: ...}``; the other keys are the transform's options, e.g.
+    ``{name: noise, case: 0.2}``, checked against its options model (unknown ones get a did-you-mean).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    p: float = Field(1.0, gt=0.0, le=1.0, description="probability that an augmented copy gets this transform")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known(self):
+        from rlft.data.augment.transforms import check_transform
+
+        check_transform(self.name, self.model_extra or {})
+        return self
+
+
+class AugmentSpec(Strict):
+    """Cheap text transforms that add augmented copies of a training stage's rows (see ``rlft.data.augment``)."""
+
+    transforms: list[TransformSpec] = Field(
+        min_length=1, description="numbers, shuffle_shots, template, noise: each at most once, applied to a copy in that order"
+    )
+    ratio: float = Field(0.5, gt=0.0, le=1.0, description="share of training rows that get one augmented copy, added to them")
+    seed: int | None = Field(None, description="which rows and which variations; default: the stage's seed")
+
+    @field_validator("transforms")
+    @classmethod
+    def _once_each(cls, transforms):
+        names = [t.name for t in transforms]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"transform {', '.join(map(repr, twice))} is listed twice; list each transform once (options go on that entry)"
+            )
+        return transforms
+
+
+class DataSpec(Strict):
+    """Where a stage's rows come from. A plain string is shorthand for ``{source: ...}``."""
+
+    source: str = Field(description="bundled:NAME, a .json/.jsonl/.csv/.parquet file, or a datasets hub id")
+    split: str | None = Field(None, description="split to read; default: train for training stages, test for eval")
+    subset: str | None = Field(None, description="hub data sets: the configuration name (e.g. main for openai/gsm8k)")
+    columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> column in the source, e.g. {prompt: question}")
+    limit: int | None = Field(None, ge=1, description="use only the first N rows")
+    too_long: Literal["truncate", "error"] = Field(
+        "truncate", description="rows longer than the stage's trl.max_length: truncate (TRL keeps the start; rlft counts them) or error"
+    )
+    augment: AugmentSpec | None = Field(None, description="training stages: add augmented copies of training rows (rlft.data.augment)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        return {"source": value} if isinstance(value, str) else value
+
+
+class LoraSpec(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = "all-linear"
+
+
+class PeftSpec(Strict):
+    lora: LoraSpec | None = None
+
+
+class FreezeSpec(Strict):
+    """Selective fine-tuning: which parameters of the start model stay fixed (applied by ``rlft.training.selective``).
+
+    Blocks are the model's transformer blocks (its decoder layers), counted from the input side.
+    ``only`` names everything that trains, so it stands alone; ``bottom_blocks`` and ``top_blocks_only``
+    exclude each other. With ``peft.lora`` the block keys choose the blocks that get adapters.
+    """
+
+    embeddings: bool = Field(False, description="freeze the input embeddings (token and learned position; an output head tied to them too)")
+    bottom_blocks: int | None = Field(None, ge=1, description="freeze the first N blocks (input side); everything else trains")
+    top_blocks_only: int | None = Field(
+        None,
+        ge=1,
+        description="train only the last N blocks and what lies above them (final norm, untied output or classification head); "
+        "freeze the embeddings and the other blocks",
+    )
+    only: list[str] | None = Field(
+        None, min_length=1, description="train only parameters whose names match one of these regular expressions (re.search)"
+    )
+
+    @field_validator("only")
+    @classmethod
+    def _patterns_compile(cls, patterns):
+        import re
+
+        for i, pattern in enumerate(patterns or []):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"only[{i}] {pattern!r} is not a regular expression: {exc}") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _one_choice(self):
+        chosen = [k for k in ("embeddings", "bottom_blocks", "top_blocks_only") if getattr(self, k)]
+        if self.only is not None and chosen:
+            raise ValueError(
+                f"freeze.only names everything that trains, so freeze.{chosen[0]} cannot go with it; "
+                f"drop freeze.{chosen[0]}, or drop freeze.only"
+            )
+        if self.bottom_blocks and self.top_blocks_only:
+            raise ValueError(
+                "freeze.bottom_blocks and freeze.top_blocks_only both choose the trained blocks; keep one "
+                "(top_blocks_only: N trains the last N blocks, bottom_blocks: N freezes the first N)"
+            )
+        if not chosen and self.only is None:
+            raise ValueError("an empty freeze: fixes nothing; set embeddings, bottom_blocks, top_blocks_only or only, or remove freeze:")
+        return self
+
+
+class RewardRef(Strict):
+    """One reward, exactly one of three kinds.
+
+    - ``name``: a registered name, ``module:function`` or ``./file.py:function`` (``kwargs`` go to it);
+    - ``model``: a reward model — an earlier ``reward_model`` stage's name, a local folder or a hub id;
+    - ``ensemble``: several rewards combined per sample by ``reduce`` (``mean``, ``min`` or
+      ``mean_minus_std`` = mean - k * std, the classic guard against one exploited reward model).
+    """
+
+    name: str | None = None
+    model: str | None = None
+    ensemble: list[RewardRef] | None = Field(None, min_length=2)
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="for name: arguments of the reward")
+    reduce: Literal["mean", "min", "mean_minus_std"] = "mean"
+    k: float = Field(1.0, ge=0.0, description="for reduce: mean_minus_std")
+    normalize: bool = Field(False, description="for model: standardise scores by the first batch's mean and std")
+    batch_size: int = Field(8, ge=1, description="for model: completions scored per forward pass")
+    timeout_s: float | None = Field(600.0, gt=0, description="seconds one call may take before the stage stops; null: no limit")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("name", "model", "ensemble") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"a reward needs exactly one of name:, model:, ensemble: (got {', '.join(kinds) or 'none'})")
+        return self
+
+    @property
+    def label(self) -> str:
+        """A short display name, used for metric names (``rewards/<label>/mean``)."""
+        if self.name is not None:
+            return self.name.rsplit(":", 1)[-1]
+        if self.model is not None:
+            return self.model.rstrip("/").rsplit("/", 1)[-1]
+        return f"{self.reduce}(" + ",".join(m.label for m in self.ensemble) + ")"
+
+
+class TrackingSpec(Strict):
+    project: str = "rlft"
+    entity: str | None = None
+    mode: Literal["offline", "online", "disabled"] | None = Field(
+        None, description="default: offline, or online when WANDB_MODE=online and a key is present"
+    )
+    tags: list[str] = Field(default_factory=list)
+    fallback_offline: bool = Field(False, description="mode: online without a W&B key tracks offline instead of failing")
+
+
+class LaunchSpec(Strict):
+    """How training stages start: one process (default), or ``accelerate launch`` with a config.
+
+    Set recipe-wide (``launch:``), per stage (``stages.<name>.launch``), or from the command line
+    (``rlft run --accelerate recipes/accelerate/ddp.yaml --num-processes 8``). ``eval`` stages
+    always run in one process.
+    """
+
+    accelerate_config: str | None = Field(None, description="an accelerate config file, e.g. recipes/accelerate/ddp.yaml")
+    num_processes: int | None = Field(None, ge=1, description="processes in all (overrides the config's)")
+    machine_rank: int | None = Field(None, ge=0, description="multi-node: this machine's rank (overrides the config's)")
+    main_process_ip: str | None = Field(None, description="multi-node: the address of machine 0")
+    extra_args: list[str] = Field(default_factory=list, description="more `accelerate launch` arguments, passed as they are")
+
+    @property
+    def distributed(self) -> bool:
+        return self.accelerate_config is not None or (self.num_processes or 1) > 1
+
+
+class ScorecardSpec(Strict):
+    """What a training stage generates on held-out prompts at its end (see ``rlft.evaluation.scorecard``)."""
+
+    prompts: int = Field(32, ge=0, description="held-out prompts to generate from; 0 = no generation metrics")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    baseline: bool = Field(True, description="also score the model the stage starts from (baseline/...)")
+    rewards: list[RewardRef] | None = Field(None, description="rewards for eval/reward/<name>; default: the stage's own rewards")
+
+
+class CheckpointSpec(Strict):
+    """When a training stage checkpoints inside itself, so that a killed stage resumes (see ``rlft.training.checkpoints``)."""
+
+    every_steps: int | None = Field(None, ge=1, description="checkpoint every N optimizer steps")
+    every_minutes: float | None = Field(10.0, gt=0, description="checkpoint when this many minutes passed since the last one")
+    keep: int = Field(1, ge=1, description="checkpoints kept (the oldest are deleted)")
+
+
+class EarlyStoppingSpec(Strict):
+    """Stop a training stage when its held-out metric stops improving, and keep its best weights (see ``rlft.training.early_stopping``)."""
+
+    metric: str | None = Field(
+        None,
+        description="eval/loss (sft, reward_model, dpo, orpo, simpo, kto), eval/accuracy (sft, reward_model), eval/implicit_accuracy "
+        "(dpo, orpo, simpo); eval/reward (the weighted sum of the stage's rewards) or eval/reward/<name> (grpo, rloo, ppo); "
+        "default: eval/loss, or eval/reward for grpo, rloo and ppo",
+    )
+    every_steps: int = Field(10, ge=1, description="evaluate every N optimizer steps (and at the last step)")
+    patience: int = Field(3, ge=1, description="stop after this many evaluations in a row without improvement")
+    min_delta: float = Field(0.0, ge=0.0, description="an evaluation improves only when it beats the best by more than this")
+    restore_best: bool = Field(True, description="end with the weights of the best evaluation (else: those of the last step)")
+    prompts: int | None = Field(
+        None, ge=1, description="reward metrics: held-out prompts completed greedily at each evaluation; default: scorecard.prompts"
+    )
+
+
+class OverfitCheckSpec(Strict):
+    """An eval stage also scores a sample of one training stage's own prompts (see ``rlft.stages.guards``).
+
+    Reports ``train_sample/reward/<name>`` and ``generalisation_gap/<name>`` (train sample minus held-out)
+    for the model under test and, as ``baseline/...``, for the baseline.
+    """
+
+    stage: str = Field(description="an earlier training stage; its training rows (its data: after its held-out split) are sampled")
+    prompts: int = Field(32, ge=1, description="training prompts scored: a sample of its training rows, seeded by this stage's seed")
+
+
+class ProbeSpec(Strict):
+    """An eval stage also scores the general-ability probe ``bundled:general-probe`` (``rlft.data.bundled.probe``)."""
+
+    limit: int | None = Field(None, ge=1, description="score only the first N questions (round-robin over the categories); default: all")
+    max_new_tokens: int = Field(64, ge=1, description="tokens per probe answer")
+
+
+class ForgettingSpec(Strict):
+    """Fail the eval stage when the model's probe accuracy is more than ``max_drop`` below the baseline's."""
+
+    max_drop: float = Field(ge=0.0, le=1.0, description="largest allowed fall of probe/general/accuracy, e.g. 0.05 = 5 points")
+
+
+class MergeMember(Strict):
+    """One model of a ``merge`` stage: exactly one of ``stage`` and ``path``, with a relative weight.
+
+    A plain string is shorthand: one that looks like a path (``./``, ``/``, ``~``) is ``{path: ...}``,
+    anything else ``{stage: ...}`` (``base`` included).
+    """
+
+    stage: str | None = Field(None, description="an earlier stage that made a policy, or 'base' (the recipe's model)")
+    path: str | None = Field(None, description="a local model folder: full weights, or a PEFT adapter (merged into its base first)")
+    weight: float = Field(1.0, gt=0, description="relative weight; a merge's weights are normalised to sum 1")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        if isinstance(value, str):
+            return {"path": value} if value.startswith((".", "/", "~")) else {"stage": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.stage is None) == (self.path is None):
+            raise ValueError("a merge member needs exactly one of stage: (an earlier stage, or base) and path: (a model folder)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name metrics use (``member/<label>/...``): the stage name, or the folder's own name."""
+        return self.stage or self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def folder(self, recipe_dir: Path) -> Path:
+        """A ``path`` member's folder: as written when it is absolute or exists from here, else from the recipe's folder."""
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() or path.exists() else recipe_dir / path

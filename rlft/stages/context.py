@@ -1,0 +1,83 @@
+"""Setup every stage shares: context, results, starting model, progress, saving, metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlft.errors import RlftError
+from rlft.recipe import Recipe
+
+
+@dataclass
+class StageResult:
+    """What a stage hands on: later stages refer to it by ``name`` (``init_from: sft``)."""
+
+    name: str
+    kind: str
+    status: str  # done | failed
+    model_path: str | None = None  # a from_pretrained folder, or None for stages that make no model
+    wandb_run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    output_dir: str | None = None
+    wall_s: float = 0.0
+    error: str | None = None
+
+    @classmethod
+    def read(cls, stage_dir: Path) -> StageResult:
+        data = json.loads((stage_dir / "manifest.json").read_text())
+        return cls(**{k: data["result"].get(k) for k in cls.__dataclass_fields__ if k in data["result"]})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's ``run`` needs besides its own config."""
+
+    recipe: Recipe
+    run_id: str
+    run_dir: Path
+    out_dir: Path  # the stage's temporary output folder; renamed on success
+    recipe_dir: Path  # relative data/reward paths resolve from here
+    results: dict[str, StageResult]  # earlier stages, by name
+    tracker: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)  # extra manifest entries (data fingerprint, ...)
+
+    def seed_for(self, stage) -> int:
+        return stage.seed if stage.seed is not None else self.recipe.seed
+
+    def reward_models(self) -> dict[str, str | None]:
+        """Earlier reward_model stages by name, with their saved folders (for ``model:`` rewards)."""
+        return {name: r.model_path for name, r in self.results.items() if r.kind == "reward_model"}
+
+    def resolve_rewards(self, refs, *, columns: list[str] | None = None, data_label: str = "", where: str | None = None) -> list:
+        """Resolve reward references; with ``columns``, check each reward finds the dataset columns it needs."""
+        from rlft.reward_refs import resolve_ref
+
+        rewards = [resolve_ref(r, base_dir=self.recipe_dir, stage_models=self.reward_models()) for r in refs]
+        for ref, resolved in zip(refs, rewards, strict=True):
+            missing = [c for c in resolved.required_columns if columns is not None and c not in columns]
+            if missing:
+                raise RlftError(
+                    f"reward {ref.label} needs column(s) {missing}, which data {data_label} lacks",
+                    where=where,
+                    fix=f"its columns are {list(columns)}; map one with `data.columns`",
+                )
+        return rewards
+
+    def model_ref(self, stage_name: str | None) -> str:
+        """The folder or reference to load for ``init_from`` (None = the recipe's base model)."""
+        from rlft.models import resolve_model
+
+        if stage_name is None or stage_name == "base":
+            return resolve_model(self.recipe.model)
+        result = self.results.get(stage_name)
+        if result is None or result.status != "done" or not result.model_path:
+            raise RlftError(
+                f"stage {stage_name!r} has no finished model in {self.run_dir}", fix="run the whole recipe, or that stage first"
+            )
+        return result.model_path
