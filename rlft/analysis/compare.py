@@ -14,8 +14,6 @@ Two sources, chosen explicitly and never by probing the network (``source_for``)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlft.analysis.tables import Column, Table, sig4_whole, write_table
 from rlft.errors import RlftError
 
 # column -> (metric, which way is better: +1 higher, -1 lower, 0 no direction)
@@ -190,52 +189,23 @@ def best_per_column(rows: list[Row], cols: dict[str, tuple[str, int]]) -> dict[s
     return best
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value != int(value):
-        return f"{value:.4g}"
-    return f"{int(value)}" if isinstance(value, int | float) else str(value)
-
-
 def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
     """Print (rich) or return the table as csv, markdown or json text."""
     cols = columns_for(rows)
     best = best_per_column(rows, cols)
-    head = ["run", "stage", "kind", *cols]
-    if fmt == "json":
-        return json.dumps(
-            {
-                "columns": {name: {"metric": key, "better": {1: "higher", -1: "lower", 0: None}[d]} for name, (key, d) in cols.items()},
-                "best": best,
-                "rows": [
-                    {"run": r.run, "stage": r.stage, "kind": r.kind, **{n: r.metrics.get(k) for n, (k, _) in cols.items()}} for r in rows
-                ],
-            },
-            indent=2,
-        )
-    table = [[r.run, r.stage, r.kind, *[_cell(r.metrics.get(key)) for key, _ in cols.values()]] for r in rows]
-    is_best = [[r.metrics.get(key) == best.get(r.stage, {}).get(name, object()) for name, (key, _) in cols.items()] for r in rows]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(head)
-        writer.writerows(table)
-        return out.getvalue()
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for cells, marks in zip(table, is_best, strict=True):
-            shown = cells[:3] + [f"**{c}**" if m else c for c, m in zip(cells[3:], marks, strict=True)]
-            lines.append("| " + " | ".join(shown) + " |")
-        return "\n".join(lines) + "\n"
-    if fmt != "rich":
-        raise RlftError(f"unknown format {fmt!r}", fix="use rich, csv, markdown or json")
-    from rich.table import Table
-
-    t = Table(title="held-out scorecard by run and stage (best per column among the runs' same stage in bold green)")
-    for h in head:
-        t.add_column(h)
-    for cells, marks in zip(table, is_best, strict=True):
-        t.add_row(*cells[:3], *[f"[bold green]{c}[/]" if m else c for c, m in zip(cells[3:], marks, strict=True)])
-    console.print(t)
-    return None
+    table = Table(
+        columns=[Column("run"), Column("stage"), Column("kind"), *[Column(name, format=sig4_whole) for name in cols]],
+        rows=[[r.run, r.stage, r.kind, *[r.metrics.get(key) for key, _ in cols.values()]] for r in rows],
+        title="held-out scorecard by run and stage (best per column among the runs' same stage in bold green)",
+        strong={
+            (i, name)
+            for i, r in enumerate(rows)
+            for name, (key, _) in cols.items()
+            if r.metrics.get(key) == best.get(r.stage, {}).get(name, object())
+        },
+        json_head={
+            "columns": {name: {"metric": key, "better": {1: "higher", -1: "lower", 0: None}[d]} for name, (key, d) in cols.items()},
+            "best": best,
+        },
+    )
+    return write_table(table, fmt, console)

@@ -30,9 +30,7 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import gc
-import io
 import json
 import statistics
 import sys
@@ -40,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlft.analysis.tables import Column, Table, cell, write_table
 from rlft.errors import RlftError
 from rlft.models import is_model_dir
 
 MODEL_JUDGE_PREFIX = "model:"
-FORMATS = ("rich", "csv", "markdown", "json")
 # csv, markdown and json: one row per ordered pair of models
 HEAD = ("model_a", "model_b", "prompts", "judged", "wins_a", "wins_b", "ties", "not_judged", "win_rate_a", "mean_score_a", "mean_score_b")
 
@@ -249,60 +247,29 @@ def _judge(judges: list, prompts: list, texts: list[str], columns: dict[str, lis
     return totals
 
 
-def _table(result: WinrateResult) -> list[list]:
-    means = {label: result.mean_score(label) for label in result.scores}
-    return [[p.a, p.b, p.n, p.judged, p.wins_a, p.wins_b, p.ties, p.not_judged, p.win_rate, means[p.a], means[p.b]] for p in result.pairs]
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def render_winrates(result: WinrateResult, fmt: str = "rich", console=None) -> str | None:
     """Print (rich) or return the pair table as csv, markdown or json text: one row per ordered pair of models."""
-    if fmt not in FORMATS:
-        raise RlftError(f"unknown format {fmt!r}", fix=f"use {', '.join(FORMATS)}")
-    table = _table(result)
-    if fmt == "json":
-        return json.dumps(
-            {
-                "judge": result.judge,
-                "prompts": len(result.prompts),
-                "models": {label: {"mean_score": result.mean_score(label)} for label in result.scores},
-                "pairs": [dict(zip(HEAD, row, strict=True)) for row in table],
-            },
-            indent=2,
+    means = {label: result.mean_score(label) for label in result.scores}
+    if fmt == "rich":  # what differs per pair as columns (narrow enough for 80 columns), the rest in title and caption
+        shown = " · ".join(f"{label} {cell(mean, blank='-')}" for label, mean in means.items())
+        table = Table(
+            columns=[
+                *[Column(h, no_wrap=True) for h in ("A", "B")],
+                *[Column(h, justify="right") for h in ("A win rate", "A wins", "B wins", "ties", "not judged")],
+            ],
+            rows=[[p.a, p.b, p.win_rate, p.wins_a, p.wins_b, p.ties, p.not_judged] for p in result.pairs],
+            title=f"pairwise win rates on {len(result.prompts)} prompts, judge {' + '.join(result.judge)}",
+            caption=f"mean score: {shown}\nties count half; not judged: a score is None",
+            blank="-",
         )
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(HEAD)
-        writer.writerows([[_cell(v) for v in row] for row in table])
-        return out.getvalue()
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
-        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table]
-        return "\n".join(lines) + "\n"
-    _print_rich(result, console)
-    return None
-
-
-def _print_rich(result: WinrateResult, console=None) -> None:
-    """The terminal table: what differs per pair as columns (narrow enough for 80 columns), the rest in title and caption."""
-    from rich.console import Console
-    from rich.table import Table
-
-    means = " · ".join(f"{label} {_cell(result.mean_score(label)) or '-'}" for label in result.scores)
-    t = Table(
-        title=f"pairwise win rates on {len(result.prompts)} prompts, judge {' + '.join(result.judge)}",
-        caption=f"mean score: {means}\nties count half; not judged: a score is None",
-    )
-    for h in ("A", "B"):
-        t.add_column(h, no_wrap=True)
-    for h in ("A win rate", "A wins", "B wins", "ties", "not judged"):
-        t.add_column(h, justify="right")
-    for p in result.pairs:
-        t.add_row(p.a, p.b, *[_cell(v) or "-" for v in (p.win_rate, p.wins_a, p.wins_b, p.ties, p.not_judged)])
-    (console or Console()).print(t)
+    else:
+        table = Table(
+            columns=[Column(h) for h in HEAD],
+            rows=[
+                [p.a, p.b, p.n, p.judged, p.wins_a, p.wins_b, p.ties, p.not_judged, p.win_rate, means[p.a], means[p.b]]
+                for p in result.pairs
+            ],
+            json_head={"judge": result.judge, "prompts": len(result.prompts), "models": {k: {"mean_score": v} for k, v in means.items()}},
+            json_rows="pairs",
+        )
+    return write_table(table, fmt, console)
