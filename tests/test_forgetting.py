@@ -12,12 +12,13 @@ import yaml
 from conftest import build_tiny_model, write_jsonl
 
 from rewards.general import CHECKS, general_ability, passes
-from rlft.data.bundled.probe import CATEGORIES, ITEMS, probe_rows
+from rlft.data.bundled.probe import CATEGORIES, probe_items, probe_rows
 from rlft.errors import CheckFailed, RecipeError, RlftError
 from rlft.recipe import recipe_from_dict
 from rlft.stages.context import StageContext, StageResult
 from rlft.tracking import NullRun
 
+ITEMS = probe_items()
 PROBE_K = 10  # the first 10 probe rows: two per category
 
 

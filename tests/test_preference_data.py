@@ -44,7 +44,7 @@ def test_support_sizes_and_held_out_split():
     assert not combos(train) & combos(test)
     assert len(combos(train)) == len(train) and len(combos(test)) == len(test)
     # Every scenario is trained on (with other products) and tested; all eight topics are covered.
-    assert {r["scenario"] for r in train} == {r["scenario"] for r in test} == {s.key for s in bundled_support.SCENARIOS}
+    assert {r["scenario"] for r in train} == {r["scenario"] for r in test} == {s.key for s in bundled_support.catalog().scenarios}
     assert len({r["topic"] for r in train}) == 8
 
 

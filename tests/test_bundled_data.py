@@ -1,0 +1,160 @@
+"""The bundled data sets: their words are package data files, read through importlib.resources, and the rows they give never drift."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+from fnmatch import fnmatch
+from importlib.resources import files
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from rlft.data import bundled
+from rlft.data.bundled import probe, sentiment, support
+
+PACKAGE = "rlft.data.bundled"
+READERS = {"support": support.catalog, "sentiment": sentiment.catalog, "probe": probe.probe_items}
+MODULES = {"support": support, "sentiment": sentiment, "probe": probe}
+
+# sha256 of json.dumps(rows, sort_keys=True) for every split, taken from the code *before* the catalogues moved
+# out of Python (support_catalog.py and the tuples in sentiment.py and probe.py): the move kept every row byte for
+# byte. A change here changes what every recipe trains and evaluates on; update a figure only on purpose.
+SPLIT_SHA256 = {
+    ("arithmetic", "train"): "9b588a4e8580e528c8397d06064d0aebd90b67f9fe1e861a0e3a3862a1b7c80b",
+    ("arithmetic", "test"): "7d819127e3cde2b853cea6f165f98caf9be2034b128a0ec0df59c87ca3016b29",
+    ("arithmetic-sft", "train"): "9df03e61210bd8c2376444a63cfe60c8551800d892a294ecc1c2f7a01a97be2d",
+    ("arithmetic-sft", "test"): "4808f8fbdf025c43a3eda7274bcda4409155e41600e46430f25d5561fa7a28a3",
+    ("support-preference", "train"): "5a060cd811d5459c5c877db4c81029500ea1d34a2d65fe654863553d8c5d23a7",
+    ("support-preference", "test"): "528839f7f491b53cf6be27e43404cfc220aa246509c5bbb805cd77a616006778",
+    ("support-sft", "train"): "ea1c168a8cb5b229589267c597d1b08ba720d04423533afc845e3ac7f454d8a9",
+    ("support-sft", "test"): "23bf40eeb71cd73b974c8cc6f399fea913572905a1552d7a4a33f55feaf02704",
+    ("general-probe", "test"): "871ae6b808227987efc16d7f9af74c47b1a9094eb0e361d54eedc06378158515",
+    ("sentiment", "train"): "0f3b5ac2406853db7dfc3004a06e160adf570d52319c716ea1ee837e81d973b5",
+    ("sentiment", "test"): "67366d2b9aba36c72b1664f0f242be67878b35941d528e555c1ba50fb79045b2",
+}
+# The probe items with their example answers (the tests of rewards.general check every example), as lists, same origin.
+PROBE_ITEMS_SHA256 = "3afa22691c007a40154afb89c68fd746c56fd314d2a270c12c12165105e23a00"
+
+
+def sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.fixture
+def fresh_readers():
+    """Readers with empty caches, emptied again afterwards so that no other test sees what this one read."""
+    for read in READERS.values():
+        read.cache_clear()
+    yield READERS
+    for read in READERS.values():
+        read.cache_clear()
+
+
+@pytest.mark.parametrize(("name", "split"), sorted(SPLIT_SHA256))
+def test_every_bundled_split_is_byte_identical_to_before_the_move(name, split):
+    assert sha256(bundled.DATASETS[name](split)) == SPLIT_SHA256[(name, split)]
+
+
+def test_every_data_set_and_split_has_a_recorded_figure():
+    # general-probe has no train split (it raises, see test_forgetting); every other pair is pinned above.
+    assert set(SPLIT_SHA256) == {(n, s) for n in bundled.DATASETS for s in bundled.SPLITS} - {("general-probe", "train")}
+
+
+def test_probe_items_and_their_examples_are_unchanged():
+    items = probe.probe_items()
+    assert hashlib.sha256(json.dumps([list(i) for i in items]).encode()).hexdigest() == PROBE_ITEMS_SHA256
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new", "read", "expected"),
+    [
+        (
+            "support",
+            "AeroBrew coffee maker",
+            "AeroBrew coffee machine",
+            lambda: support.catalog().products[0].name,
+            "AeroBrew coffee machine",
+        ),
+        ("sentiment", "name: kettle,", "name: teapot,", lambda: sentiment.catalog().products[0][0], "teapot"),
+        ("probe", '"example": "Paris"', '"example": "Paris, France"', lambda: probe.probe_items()[0].example, "Paris, France"),
+    ],
+)
+def test_each_reader_reads_its_data_file_through_importlib_resources(
+    fresh_readers, monkeypatch, tmp_path, module, old, new, read, expected
+):
+    data_file = files(PACKAGE).joinpath(MODULES[module].DATA_FILE)
+    assert data_file.is_file()
+    text = data_file.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    (tmp_path / data_file.name).write_text(text.replace(old, new), encoding="utf-8")
+    asked = []
+
+    def package_files(package: str):
+        asked.append(package)
+        return tmp_path
+
+    # The reader asks importlib.resources for its package's folder, so a patched files() redirects it.
+    monkeypatch.setattr(MODULES[module], "files", package_files)
+    assert read() == expected and asked == [PACKAGE]
+    assert read() == expected and asked == [PACKAGE]  # read once, then cached
+
+
+def test_package_data_ships_every_data_file():
+    tomllib = pytest.importorskip("tomllib")
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][PACKAGE]
+    data = {p.name for p in files(PACKAGE).iterdir() if p.is_file() and not p.name.endswith((".py", ".pyc"))}
+    assert data == {m.DATA_FILE for m in MODULES.values()}  # every data file is read by its module, none is stray
+    assert all(any(fnmatch(name, g) for g in globs) for name in data)
+
+
+def _data_strings() -> set[str]:
+    """Every string value (not key) of the data files."""
+    found: set[str] = set()
+
+    def walk(value):
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    for module in MODULES.values():
+        text = files(PACKAGE).joinpath(module.DATA_FILE).read_text(encoding="utf-8")
+        walk([json.loads(line) for line in text.splitlines()] if module.DATA_FILE.endswith(".jsonl") else yaml.safe_load(text))
+    return found
+
+
+def _module_trees() -> dict[str, ast.Module]:
+    folder = ROOT / "rlft" / "data" / "bundled"
+    return {p.name: ast.parse(p.read_text()) for p in sorted(folder.glob("*.py"))}
+
+
+def test_no_catalogue_is_left_in_python():
+    assert importlib.util.find_spec("rlft.data.bundled.support_catalog") is None
+    for name, tree in _module_trees().items():
+        # A module-level constant holding more than ten strings is a catalogue: it belongs in a data file.
+        # (arithmetic.py keeps its three short word lists, the templates that rlft.data.augment mirrors.)
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                strings = [n for n in ast.walk(node.value) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+                assert len(strings) <= 10, f"{name}:{node.lineno} defines a catalogue of {len(strings)} strings in Python"
+
+
+def test_no_data_file_text_is_also_written_in_python():
+    long_texts = {s for s in _data_strings() if len(s) >= 20}
+    assert len(long_texts) > 500  # the catalogues really are in the data files
+    for name, tree in _module_trees().items():
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node) is not None
+        }
+        literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+        assert not [s for s in long_texts if any(s in lit for lit in literals)], f"{name} repeats data-file text in Python"
