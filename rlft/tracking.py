@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rlft.errors import RlftError
+from rlft.layout import RunLayout
 
 
 class NullRun:
@@ -119,7 +120,7 @@ def start_stage_run(
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ["WANDB_LOG_MODEL"] = "false"  # checkpoints are saved by rlft, not uploaded
     os.environ.setdefault("WANDB_WATCH", "false")
-    (run_dir / "wandb").parent.mkdir(parents=True, exist_ok=True)
+    RunLayout(run_dir).wandb.parent.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
         project=tracking.project,
         entity=tracking.entity,

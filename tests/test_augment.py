@@ -39,7 +39,7 @@ def copies(rows: list[dict], *transforms, ratio: float = 1.0, seed: int = 0, hel
 
 
 def loads(tmp_path: Path, rows: list[dict], kind: str | None = None):
-    """rlft's own data checks (rlft.data.load_rows: message shapes, empty fields, preference pairs) pass on the rows."""
+    """rlft's own data checks (rlft.data.rows.load_rows: message shapes, empty fields, preference pairs) pass on the rows."""
     ds, _, _ = load_rows(DataSpec(source="aug.jsonl"), split="train", base_dir=tmp_path, kind=kind)
     return ds
 
@@ -295,8 +295,8 @@ def test_load_split_augments_training_rows_only_and_reports_counts(tmp_path, cap
         assert numbers not in held_out.numbers
         assert row["answer"] == str(sum(numbers)) and right(content(row["completion"]), row["answer"])
 
-    report = ctx.notes["augment"]
-    assert report["rows_in"] == 30 and report["added"] == 15 and report["rows_out"] == 45 == ctx.notes["data"]["rows"]
+    report = ctx.notes.augment
+    assert report["rows_in"] == 30 and report["added"] == 15 and report["rows_out"] == 45 == ctx.notes.data["rows"]
     assert report["transforms"] == {name: {"augmented": 15, "skipped": 0} for name in ("numbers", "template", "noise")}
     assert ctx.tracker.summary["augment/rows_out"] == 45 and ctx.tracker.summary["augment/numbers/augmented"] == 15
     out = capsys.readouterr().out

@@ -64,7 +64,7 @@ def test_classifier_raises_held_out_accuracy_from_chance(tiny_model, tmp_path, s
     assert m["eval/accuracy"] >= 0.9 and m["eval/macro_f1"] >= 0.9, m
     assert m["eval/loss"] < 0.5 * m["baseline/loss"], m
     assert m["eval/n"] == 36 and m["params/trainable"] == m["params/total"]  # full fine-tuning
-    labels = ctx.notes["labels"]
+    labels = ctx.notes.labels
     assert labels["names"] == ["LABEL_0", "LABEL_1", "LABEL_2"]  # integer labels keep transformers' names
     assert labels["train_rows"] == {"LABEL_0": 24, "LABEL_1": 24, "LABEL_2": 24}
     assert sum(map(sum, labels["confusion"])) == 36

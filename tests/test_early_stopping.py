@@ -21,6 +21,7 @@ from test_stages import load_weights, make_ctx
 
 from rlft.errors import RecipeError
 from rlft.recipe import EarlyStoppingSpec, recipe_from_dict
+from rlft.stages.context import StageNotes
 
 
 def one_stage(tiny_model, stage: dict, seed: int = 42):
@@ -83,7 +84,7 @@ def test_sft_stops_when_held_out_loss_rises_and_ends_with_the_best_weights(tiny_
     from rlft.stages import sft
 
     tmp, _, ctx, result = sft_stopped
-    es, m = ctx.notes["early_stopping"], result.metrics
+    es, m = ctx.notes.early_stopping, result.metrics
     steps = [step for step, _ in es["evaluations"]]
     values = [value for _, value in es["evaluations"]]
     assert es["metric"] == "eval/loss" and steps == list(range(SFT_EVERY, es["stop_step"] + 1, SFT_EVERY))
@@ -111,7 +112,7 @@ def test_sft_resumed_from_a_checkpoint_keeps_the_best_it_had(sft_stopped):
     from rlft.stages import sft
 
     tmp, cfg, first_ctx, first = sft_stopped
-    es = first_ctx.notes["early_stopping"]
+    es = first_ctx.notes.early_stopping
     trainer_dir = first_ctx.out_dir / "trainer"
     checkpoint = trainer_dir / f"checkpoint-{es['stop_step'] - SFT_EVERY}"
     assert sorted(p.name for p in trainer_dir.glob("checkpoint-*")) == [checkpoint.name]  # none at the stop step
@@ -123,7 +124,7 @@ def test_sft_resumed_from_a_checkpoint_keeps_the_best_it_had(sft_stopped):
     ctx = make_ctx(first_ctx.recipe, again, "sft")
     result = sft.run(cfg, ctx)
     # it resumed at step 28, evaluated once more (32), stopped, and restored step 24's weights from the checkpoint
-    assert ctx.notes["early_stopping"] == es and result.metrics["train/steps"] == es["stop_step"]
+    assert ctx.notes.early_stopping == es and result.metrics["train/steps"] == es["stop_step"]
     got = load_weights(result.model_path)
     assert all(torch.equal(got[k], weights[k]) for k in weights)
 
@@ -184,7 +185,7 @@ def test_rl_stops_when_held_out_reward_falls_and_restores_the_best(tiny_model, t
     ctx.tracker = Recorder()
     result = stages.get(kind).run(cfg, ctx)
 
-    es, m = ctx.notes["early_stopping"], result.metrics
+    es, m = ctx.notes.early_stopping, result.metrics
     values = [value for _, value in es["evaluations"]]
     assert es["metric"] == "eval/reward" and m["baseline/reward/FlippedDigits"] < es["best"] == max(values)  # it rose ...
     assert es["best_step"] < FLIP_AT < es["stop_step"] < RL_MAX and values[-1] < es["best"]  # ... it fell, and the stage stopped
@@ -211,7 +212,7 @@ def test_rl_stops_when_held_out_reward_falls_and_restores_the_best(tiny_model, t
     recipe, cfg = one_stage(tiny_model, rl_stage(kind, RL_MAX))
     again_ctx = make_ctx(recipe, again, "rl")
     resumed = stages.get(kind).run(cfg, again_ctx)
-    assert again_ctx.notes["early_stopping"] == es
+    assert again_ctx.notes.early_stopping == es
     assert all(torch.equal(saved[k], v) for k, v in weights_of(resumed, kind).items())
 
 
@@ -241,7 +242,7 @@ def test_pair_stages_stop_on_the_trainer_metric_they_name(tiny_model, tmp_path, 
     recipe, cfg = one_stage(tiny_model, stage)
     ctx = make_ctx(recipe, tmp_path, "s")
     result = stages.get(kind).run(cfg, ctx)
-    es = ctx.notes["early_stopping"]
+    es = ctx.notes.early_stopping
     assert es["metric"] == metric and [step for step, _ in es["evaluations"]][:2] == [2, 4]
     assert result.metrics[metric] == pytest.approx(es["best"], abs=1e-6)
     assert result.metrics["train/steps"] == es["stop_step"] == es["evaluations"][-1][0]
@@ -254,7 +255,7 @@ def test_patience_counts_evaluations_without_an_improvement_larger_than_min_delt
     from rlft.training.early_stopping import EarlyStopping
 
     spec = EarlyStoppingSpec(every_steps=5, patience=2, min_delta=0.1)
-    cfg, ctx = SimpleNamespace(early_stopping=spec, name="s"), SimpleNamespace(notes={})
+    cfg, ctx = SimpleNamespace(early_stopping=spec, name="s"), SimpleNamespace(notes=StageNotes())
     stopper = EarlyStopping(cfg, ctx, "eval/loss", higher=False, modules=[], log=lambda values, step: None)
     assert [stopper.due(s, 12) for s in (4, 5, 10, 11, 12)] == [False, True, True, False, True]  # every 5 steps and the last
     # 1.0 is the first best; 0.95 is better by less than min_delta: no improvement; 0.85 is one; then two without.

@@ -269,7 +269,7 @@ def test_probe_and_forgetting_on_controlled_answers(tiny_model, tmp_path, monkey
     train = [json.loads(line) for line in (ctx.out_dir / "train_samples.jsonl").read_text().splitlines()]
     assert len(train) == 4 and all(row["eval_math_accuracy"] == 1.0 for row in train)
     assert (ctx.out_dir / "samples.jsonl").exists()
-    assert ctx.notes["overfit_check"] == {"stage": "m", "train_rows": 6, "sampled": 4}
+    assert ctx.notes.overfit_check == {"stage": "m", "train_rows": 6, "sampled": 4}
 
     # A drop of exactly max_drop passes.
     r = recipe_from_dict(recipe(str(tiny_model), **{**keys, "forgetting": {"max_drop": 0.2}}))
@@ -305,7 +305,7 @@ def test_generalisation_gap_of_a_model_that_memorised_its_training_prompts(fused
     assert m["eval/reward/math_accuracy"] == 0.0, m
     assert m["generalisation_gap/math_accuracy"] == pytest.approx(m["train_sample/reward/math_accuracy"] - m["eval/reward/math_accuracy"])
     assert m["baseline/generalisation_gap/math_accuracy"] < m["generalisation_gap/math_accuracy"]
-    assert ctx.notes["overfit_check"] == {"stage": "m", "train_rows": 8, "sampled": 6}
+    assert ctx.notes.overfit_check == {"stage": "m", "train_rows": 8, "sampled": 6}
     sampled = [json.loads(line)["prompt"][0]["content"] for line in (ctx.out_dir / "train_samples.jsonl").read_text().splitlines()]
     assert len(sampled) == 6 and set(sampled) <= {row["prompt"] for row in train}
 

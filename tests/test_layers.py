@@ -161,7 +161,7 @@ def test_the_recipe_layer_imports_no_torch_and_no_stage_code():
         assert not heavy, f"{m} imports {heavy}"
     code = (
         "import sys; from rlft.recipe import load_recipe; load_recipe('recipes/quickstart.yaml'); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in %r or m.startswith('rlft.stages')))" % (HEAVY,)
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} or m.startswith('rlft.stages')))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -56,12 +56,12 @@ def test_uniform_and_weighted_merges_are_exact_averages(two, tmp_path):
     soup = load_weights(result.model_path)
     assert soup.keys() == wa.keys()
     assert all(soup[k].dtype == torch.float32 and torch.equal(soup[k], (wa[k] + wb[k]) / 2) for k in wa)
-    assert [m["weight"] for m in ctx.notes["merge"]["members"]] == [0.5, 0.5]
+    assert [m["weight"] for m in ctx.notes.merge["members"]] == [0.5, 0.5]
     assert (Path(result.model_path) / "tokenizer.json").exists() and result.metrics == {}  # no data: nothing scored
 
     result, ctx = run_merge(tmp_path / "w", a, [{"path": str(a), "weight": 1}, {"path": str(b), "weight": 3}])
     soup = load_weights(result.model_path)
-    assert [m["weight"] for m in ctx.notes["merge"]["members"]] == [0.25, 0.75]  # normalised to sum 1
+    assert [m["weight"] for m in ctx.notes.merge["members"]] == [0.25, 0.75]  # normalised to sum 1
     for k in wa:
         torch.testing.assert_close(soup[k], 0.25 * wa[k] + 0.75 * wb[k], rtol=1e-6, atol=1e-7)
 
@@ -70,7 +70,7 @@ def test_merging_a_model_with_itself_returns_it(tiny_model, tmp_path):
     result, ctx = run_merge(tmp_path / "u", tiny_model, ["base", {"path": str(tiny_model)}])
     before, after = load_weights(tiny_model), load_weights(result.model_path)
     assert all(torch.equal(before[k], after[k]) for k in before)  # exactly, in fp32
-    assert [m["label"] for m in ctx.notes["merge"]["members"]] == ["base", "model"]
+    assert [m["label"] for m in ctx.notes.merge["members"]] == ["base", "model"]
     result, _ = run_merge(tmp_path / "w", tiny_model, ["base", {"path": str(tiny_model), "weight": 2}])
     after = load_weights(result.model_path)
     for k in before:  # 1/3 + 2/3 of the same tensor: equal up to rounding
@@ -159,7 +159,7 @@ def test_lora_adapter_member_is_merged_into_its_base_first(two, tmp_path):
 
     result, ctx = run_merge(tmp_path / "run", a, ["base", {"path": str(tmp_path / "adapter")}])
     wa, wb, soup = load_weights(a), load_weights(b), load_weights(result.model_path)
-    assert ctx.notes["merge"]["members"][1]["base"] == str(b)
+    assert ctx.notes.merge["members"][1]["base"] == str(b)
     assert not torch.equal(full["model.layers.0.self_attn.q_proj.weight"], wb["model.layers.0.self_attn.q_proj.weight"])
     assert all(torch.equal(soup[k], (wa[k] + full[k]) / 2) for k in wa)
 
@@ -169,11 +169,11 @@ def test_verdict_compares_the_soup_with_its_best_member(tmp_path, tiny_model):
         {"name": "m", "model": str(tiny_model), "stages": [{"name": "soup", "kind": "merge", "models": ["base", "base"]}]}
     )
     ctx = make_ctx(recipe, tmp_path, "soup")
-    ctx.notes["merge"] = {}
+    ctx.notes.merge = {}
     key = "reward/r"
     scores = {"eval/reward/r": 0.5, "member/a/reward/r": 0.6, "member/b/reward/r": 0.4, "member/c/reward/r": float("nan")}
     assert merge._verdict(scores, ["a", "b", "c"], key, ctx) == {"soup_minus_best_member": pytest.approx(-0.1), "soup_beats_members": False}
-    assert ctx.notes["merge"]["best_member"] == "a"
+    assert ctx.notes.merge["best_member"] == "a"
     assert merge._verdict({**scores, "eval/reward/r": 0.6}, ["a", "b", "c"], key, ctx)["soup_beats_members"] is True  # a tie counts
     assert merge._verdict({**scores, "eval/reward/r": float("nan")}, ["a", "b"], key, ctx) == {}  # nothing to compare
 

@@ -320,7 +320,7 @@ def test_separate_critic_starts_from_the_reward_model(tiny_model, tmp_path):
     )
     ctx = make_ctx(recipe, tmp_path, "rl")
     result = ppo.run(recipe.stage("rl"), ctx)
-    assert ctx.notes["critic"] == {"kind": "separate", "start": str(rm_path)}
+    assert ctx.notes.critic == {"kind": "separate", "start": str(rm_path)}
     assert "train/rewards/rm/mean" in result.metrics
 
     critic, reward_model = load_weights(ctx.out_dir / "value_model"), load_weights(rm_path)

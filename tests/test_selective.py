@@ -129,7 +129,7 @@ def test_sft_freezing_keeps_frozen_weights_bit_identical(tiny_model, tmp_path, s
     assert m["params/trainable"] == sum(t.numel() for k, t in start.items() if not frozen(k)) == sum(seen.trainable.values())
     optimised = {id(p) for group in seen.optimizer.param_groups for p in group["params"]}
     assert all(p.requires_grad for p in seen.model.parameters() if id(p) in optimised)  # the optimizer holds no frozen weight
-    note = ctx.notes["freeze"]
+    note = ctx.notes.freeze
     assert note["frozen"] == groups and note["params"]["trainable"] == m["params/trainable"]
     assert ctx.tracker.summary["freeze/frozen"] == "; ".join(groups)
 
@@ -158,7 +158,7 @@ def test_lora_with_top_blocks_only_puts_adapters_on_the_top_block_only(tiny_mode
 
     moved = {"model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.v_proj.weight"}
     assert_frozen_exactly(load_weights(tiny_model), load_weights(result.model_path), lambda n: n not in moved)
-    assert ctx.notes["freeze"]["frozen"] == ["blocks 0-0 of 2 (model.layers): no LoRA adapters"]
+    assert ctx.notes.freeze["frozen"] == ["blocks 0-0 of 2 (model.layers): no LoRA adapters"]
 
 
 def test_dpo_with_frozen_embeddings_and_bottom_block(tiny_model, tmp_path, seen):
@@ -192,7 +192,7 @@ def test_reward_model_top_block_trains_with_its_new_head(tiny_model, tmp_path, s
     start = load_weights(tiny_model)
     assert_frozen_exactly(start, {k: after[k] for k in start}, lambda n: embedding(n) or block(0)(n))
     assert result.metrics["params/trainable"] == sum(seen.trainable.values())
-    assert ctx.notes["freeze"]["blocks"] == {"path": "model.layers", "count": 2, "trained": [1]}
+    assert ctx.notes.freeze["blocks"] == {"path": "model.layers", "count": 2, "trained": [1]}
 
 
 def test_grpo_trains_only_named_parameters(tiny_model, tmp_path, seen):

@@ -65,7 +65,7 @@ def test_sft_lowers_loss_and_changes_weights(tiny_model, tmp_path):
     assert result.metrics["train/steps"] == 12
     assert result.metrics["train/loss"] < 0.8 * result.metrics["train/first_loss"], result.metrics
     assert result.metrics["params/trainable"] == result.metrics["params/total"]  # full fine-tuning
-    assert ctx.notes["data"]["rows"] == 14 and ctx.notes["data"]["held_out_rows"] == 2  # eval_fraction 0.1
+    assert ctx.notes.data["rows"] == 14 and ctx.notes.data["held_out_rows"] == 2  # eval_fraction 0.1
     m = result.metrics
     assert m["eval/loss"] < m["baseline/loss"] and m["eval/accuracy"] > m["baseline/accuracy"], m
     assert_scorecard(m, rewards=[])
@@ -142,7 +142,7 @@ def test_reward_missing_its_column_is_named_before_training(tiny_model, tmp_path
     with pytest.raises(RlftError) as info:
         stages.get(kind).run(recipe.stage("s"), ctx)
     assert "math_accuracy needs column(s) ['answer']" in info.value.what and info.value.where == "stages.s.rewards"
-    assert "start_model" not in ctx.notes  # no model was loaded
+    assert ctx.notes.start_model is None  # no model was loaded
 
 
 def test_progress_line_names_ensemble_members(capsys):
@@ -157,3 +157,17 @@ def test_progress_line_names_ensemble_members(capsys):
     cb.on_log(None, state, None, logs=logs)
     line = capsys.readouterr().out
     assert line.startswith("[rl] step 1/3") and "mean(rm,len) 0.5 · rm 0.25 · len 1" in line
+
+
+def test_stage_notes_are_typed_and_never_overwrite_a_manifest_key():
+    from dataclasses import fields
+
+    from rlft.pipeline.runner import MANIFEST_KEYS
+    from rlft.stages.context import StageNotes
+
+    notes = StageNotes()
+    assert not {f.name for f in fields(StageNotes)} & set(MANIFEST_KEYS)
+    with pytest.raises(AttributeError):
+        notes.dat = {"train": "x"}  # a misspelt note fails instead of landing in the manifest
+    notes.data, notes.rows_over_max_length = {"train": "bundled:x[train]"}, 0
+    assert notes.to_manifest() == {"data": {"train": "bundled:x[train]"}, "rows_over_max_length": 0}

@@ -116,7 +116,7 @@ def test_dropout_is_set_while_training_and_the_saved_model_keeps_its_own(tiny_mo
     assert seen.config["attention_dropout"] == 0.1
     rates = [m.attention_dropout for name, m in seen.model.named_modules() if name.endswith("self_attn")]
     assert rates == [0.1, 0.1]  # what the attention kernels use
-    assert ctx.notes["dropout"] == {"p": 0.1, "fields": ["attention_dropout"], "start_values": {"attention_dropout": 0.0}}
+    assert ctx.notes.dropout == {"p": 0.1, "fields": ["attention_dropout"], "start_values": {"attention_dropout": 0.0}}
     saved = json.loads((Path(result.model_path) / "config.json").read_text())
     assert saved["attention_dropout"] == 0.0  # a later stage does not inherit this stage's dropout
 

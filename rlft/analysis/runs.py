@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlft.errors import RlftError
+from rlft.layout import RunLayout
 
 
 @dataclass
@@ -42,7 +43,8 @@ def find_pipeline_runs(root: str | Path) -> list[PipelineRun]:
     root = Path(root)
     if not root.exists():
         raise RlftError(f"folder {root} does not exist", fix="pass the folder that holds your runs (default: runs/)")
-    paths = [root / "summary.json"] if (root / "summary.json").exists() else sorted(root.glob("*/summary.json"))
+    own = RunLayout(root).summary
+    paths = [own] if own.exists() else sorted(root.glob(f"*/{RunLayout.SUMMARY}"))
     runs = []
     for path in paths:
         try:

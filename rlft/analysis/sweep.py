@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 import yaml
 
 from rlft.errors import RecipeError, RlftError, did_you_mean
+from rlft.layout import RunLayout
 from rlft.recipe import NAME_PATTERN, Recipe, load_recipe
 from rlft.recipe.loading import parse_yaml
 
@@ -282,7 +283,7 @@ def read_metric(summary: dict, metric: str, stage: str | None = None) -> float:
     where = f"stage {stage}" if stage else "any stage"
     raise RlftError(
         f"metric {metric!r} is not in {where} of run {summary['run_id']}",
-        where=str(Path(summary["run_dir"]) / "summary.json"),
+        where=str(RunLayout(Path(summary["run_dir"])).summary),
         fix=f"{did_you_mean(metric, seen)}pass one of its metrics to --metric: {', '.join(seen) or '(none)'}",
     )
 

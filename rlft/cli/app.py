@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from rlft.cli.tables import print_summary
+from rlft.layout import RunLayout
 
 app = typer.Typer(
     help="rlft — one YAML recipe takes a language model through SFT and RL stages, tracked in W&B.",
@@ -121,7 +122,7 @@ def run(
 @app.command()
 def summary(run_dir: Annotated[Path, typer.Argument(help="a run folder, e.g. runs/quickstart-20261125-120000")]) -> None:
     """Print the summary table of a finished (or failed) run."""
-    path = run_dir / "summary.json"
+    path = RunLayout(run_dir).summary
     if not path.exists():
         print(f"error: {path} does not exist\n  fix: pass a folder made by `rlft run`", file=sys.stderr)
         raise typer.Exit(2)

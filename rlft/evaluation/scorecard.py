@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rlft.reward_refs import require_columns
 
 
 def prompts_of(rows) -> tuple[list, dict[str, list]] | None:
@@ -160,7 +163,7 @@ def _completion_logprobs(model, ids, mask, position_ids, n_new: int):
 def preference_accuracy(model, tok, pairs, *, batch_size: int = 8) -> float:
     """Share of pairs whose chosen answer gets a higher mean token log-probability than the rejected one.
 
-    ``pairs`` has the canonical shape of ``rlft.data.normalise_preference`` (prompt messages, one-message
+    ``pairs`` has the canonical shape of ``rlft.data.preference.normalise_preference`` (prompt messages, one-message
     chosen and rejected). Mean, not sum, so that a shorter answer is not preferred for its length. Ties count half.
     """
     import torch
@@ -207,6 +210,51 @@ class Scorecard:
     batch_size: int = 16
     samples: dict[str, Generated] = field(default_factory=dict)
     scores: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows,
+        rewards: list,
+        *,
+        first: int | None = None,
+        sample: int | None = None,
+        seed: int = 0,
+        max_new_tokens: int = 64,
+        batch_size: int = 16,
+        all_columns: bool = False,
+        check: tuple[str, str, str] | None = None,
+    ) -> Scorecard | None:
+        """The scorecard of held-out ``rows`` (a ``datasets.Dataset``): their prompts, their other columns, ``rewards``.
+
+        Every caller builds its card here: a training stage's end-of-stage scorecard and early stopping's
+        held-out reward (``first``: the first N rows), an eval stage's guards (``sample``: N rows drawn with
+        ``seed``, kept in row order), eval and merge stages and the probe (every row). Prompts come from
+        ``prompts_of``; the other columns reach the rewards as keyword arguments (``all_columns``: every column
+        but the prompt, for rows written for evaluation; else those ``prompts_of`` keeps). ``check``:
+        ``(rows, where, fix)`` — each reward must find the columns it needs, else an ``RlftError`` naming them.
+        Returns None when the rows have no prompts.
+        """
+        found = prompts_of(rows)
+        if found is None:
+            return None
+        prompts, columns = found
+        if all_columns:
+            columns = {c: list(rows[c]) for c in rows.column_names if c != "prompt"}
+        if sample is not None:
+            picked = sorted(random.Random(seed).sample(range(len(prompts)), min(sample, len(prompts))))
+        else:
+            picked = range(len(prompts) if first is None else min(first, len(prompts)))
+        if check is not None:
+            where_rows, where, fix = check
+            require_columns(rewards, columns, rows=where_rows, where=where, fix=fix)
+        return cls(
+            prompts=[prompts[i] for i in picked],
+            columns={k: [v[i] for i in picked] for k, v in columns.items()},
+            rewards=rewards,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
 
     def score(self, model, tok, prefix: str, ref=None, device=None) -> dict[str, float]:
         gen = generate(model, tok, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, ref=ref, device=device)

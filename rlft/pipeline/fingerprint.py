@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from rlft.layout import StageLayout
 from rlft.recipe import DataSpec, MergeStage, Recipe, RewardRef, stage_reward_refs
 
-FILE = ".fingerprint.json"
+FILE = StageLayout.FINGERPRINT
 SHARED_KEYS = ("model", "seed", "trust_remote_code", "launch")
 VERSIONED = ("rlft", "trl", "transformers")
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlft.errors import RlftError
+from rlft.layout import RunLayout, StageLayout
 from rlft.pipeline.fingerprint import Fingerprint, explain, fingerprints, store, stored
 from rlft.recipe import Recipe
 from rlft.stages.context import StageResult
@@ -71,7 +72,7 @@ class RunLock:
     """An exclusive lock on a run folder; refused with the holder's pid if another pipeline has it."""
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
+        self.path = RunLayout(run_dir).lock
         self.fd = None
 
     def __enter__(self):
@@ -144,9 +145,10 @@ def run_pipeline(
     say = console.print if console else print
     if (recipe.launch.machine_rank or 0) > 0:
         return follow_pipeline(recipe, source=source, run_dir=run_dir, say=say)
+    layout = RunLayout(run_dir)
     with RunLock(run_dir):
         write_json(
-            run_dir / "recipe.json",
+            layout.recipe,
             {"recipe": recipe_dict, "source": str(source), "recipe_dir": str(Path(source).resolve().parent), "run_id": run_id},
         )
         summary = {
@@ -161,23 +163,23 @@ def run_pipeline(
         prints = fingerprints(recipe, Path(source).resolve().parent)
         for i, stage in enumerate(recipe.stages):
             fp = prints[stage.name]
-            stage_dir = run_dir / stage.name
+            stage_dir = layout.stage(stage.name).root
             entry = {"name": stage.name, "kind": stage.kind, "fingerprint": fp.digest}
             cached = _finished(stage_dir, fp)
             if cached is not None:
                 say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind}) — already done with this config, reused")
                 entry.update(cached.to_dict(), status="cached")
                 summary["stages"].append(entry)
-                write_json(run_dir / "summary.json", summary)
+                write_json(RunLayout(run_dir).summary, summary)
                 if _stop_requested(after_stage, entry, summary, recipe.stages[i + 1 :], run_dir, say):
                     return summary
                 continue
             why = explain(stored(stage_dir), fp) if stored(stage_dir) else ""
             say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind})" + (f" — runs again: {why}" if why else ""))
-            err = run_dir / f".{stage.name}.error.json"
+            err = layout.error(stage.name)
             err.unlink(missing_ok=True)
             t0 = time.time()
-            partial = run_dir / f".{stage.name}.partial"
+            partial = layout.partial(stage.name).root
             resume = _resumable(partial, fp)
             if resume is not None:
                 say(f"   resuming an interrupted attempt from its {resume.name}")
@@ -190,14 +192,14 @@ def run_pipeline(
                 say(f"   launch: {' '.join(command[2:-4])}")
             proc = subprocess.run(command, preexec_fn=_die_with_parent, env=_stage_env())
             wall = round(time.time() - t0, 2)
-            if proc.returncode == 0 and (stage_dir / "manifest.json").exists():
+            if proc.returncode == 0 and layout.stage(stage.name).manifest.exists():
                 result = StageResult.read(stage_dir)
                 entry.update(result.to_dict(), process_wall_s=wall)
                 store(stage_dir, fp)
             else:
                 detail = json.loads(err.read_text()) if err.exists() else {"message": f"stage process exited with code {proc.returncode}"}
                 err.unlink(missing_ok=True)
-                kept = last_checkpoint(partial / "trainer")
+                kept = last_checkpoint(layout.partial(stage.name).trainer)
                 if kept is None:
                     shutil.rmtree(partial, ignore_errors=True)  # a killed launch may leave it behind
                 else:
@@ -209,14 +211,14 @@ def run_pipeline(
                 for rest in recipe.stages[i + 1 :]:
                     summary["stages"].append({"name": rest.name, "kind": rest.kind, "status": "not run"})
                 summary.update(status="failed", finished=time.time())
-                write_json(run_dir / "summary.json", summary)
+                write_json(RunLayout(run_dir).summary, summary)
                 return summary
             summary["stages"].append(entry)
-            write_json(run_dir / "summary.json", summary)
+            write_json(RunLayout(run_dir).summary, summary)
             if _stop_requested(after_stage, entry, summary, recipe.stages[i + 1 :], run_dir, say):
                 return summary
         summary.update(status="done", finished=time.time())
-        write_json(run_dir / "summary.json", summary)
+        write_json(RunLayout(run_dir).summary, summary)
         return summary
 
 
@@ -228,7 +230,7 @@ def _stop_requested(after_stage, entry: dict, summary: dict, rest: list, run_dir
     say(f"   stopped before stage {rest[0].name}: {reason}")
     summary["stages"] += [{"name": s.name, "kind": s.kind, "status": "not run"} for s in rest]
     summary.update(status="stopped", stopped=reason, finished=time.time())
-    write_json(run_dir / "summary.json", summary)
+    write_json(RunLayout(run_dir).summary, summary)
     return True
 
 
@@ -244,7 +246,7 @@ def follow_pipeline(recipe: Recipe, *, source: str, run_dir: Path, say) -> dict:
     """
     prints = fingerprints(recipe, Path(source).resolve().parent)
     deadline = time.time() + FOLLOWER_WAIT_S
-    while not (run_dir / "recipe.json").exists():
+    while not RunLayout(run_dir).recipe.exists():
         if time.time() > deadline:
             raise RlftError(
                 f"machine 0 has not started run {run_dir} in {FOLLOWER_WAIT_S} s",
@@ -253,7 +255,7 @@ def follow_pipeline(recipe: Recipe, *, source: str, run_dir: Path, say) -> dict:
         time.sleep(2)
     statuses = []
     for i, stage in enumerate(recipe.stages):
-        if not recipe.launch_for(stage).distributed or _finished(run_dir / stage.name, prints[stage.name]):
+        if not recipe.launch_for(stage).distributed or _finished(RunLayout(run_dir).stage(stage.name).root, prints[stage.name]):
             statuses.append({"name": stage.name, "kind": stage.kind, "status": "left to machine 0"})
             continue
         say(f"[bold]── stage {i + 1}/{len(recipe.stages)}: {stage.name} ({stage.kind}) — joining machine 0's launch")
@@ -271,7 +273,7 @@ def _resumable(partial: Path, fp: Fingerprint) -> Path | None:
     old = stored(partial)
     if old is None or old.get("digest") != fp.digest:
         return None
-    return last_checkpoint(partial / "trainer")
+    return last_checkpoint(StageLayout(partial).trainer)
 
 
 def _stage_env() -> dict[str, str]:
@@ -293,7 +295,7 @@ def _die_with_parent() -> None:
 def _finished(stage_dir: Path, fp: Fingerprint) -> StageResult | None:
     """The finished output of this stage when its stored fingerprint matches (None: it must run)."""
     old = stored(stage_dir)
-    if not (stage_dir / "manifest.json").exists() or old is None or old.get("digest") != fp.digest:
+    if not StageLayout(stage_dir).manifest.exists() or old is None or old.get("digest") != fp.digest:
         return None
     result = StageResult.read(stage_dir)
     return result if result.status == "done" else None
@@ -304,15 +306,15 @@ def plan_status(recipe: Recipe, source: str, run_dir: Path) -> list[tuple[str, s
     prints = fingerprints(recipe, Path(source).resolve().parent)
     out = []
     for stage in recipe.stages:
-        fp, stage_dir = prints[stage.name], run_dir / stage.name
+        fp, stage_dir = prints[stage.name], RunLayout(run_dir).stage(stage.name).root
         if _finished(stage_dir, fp) is not None:
             out.append((stage.name, "cached", "finished with the same fingerprint"))
             continue
-        resume = _resumable(run_dir / f".{stage.name}.partial", fp)
+        resume = _resumable(RunLayout(run_dir).partial(stage.name).root, fp)
         if resume is not None:
             out.append((stage.name, "resumes", f"from {resume.name} of an interrupted attempt"))
             continue
-        if (stage_dir / "manifest.json").exists():
+        if StageLayout(stage_dir).manifest.exists():
             out.append((stage.name, "runs", explain(stored(stage_dir), fp) or "its last attempt did not finish"))
         else:
             out.append((stage.name, "runs", "not run yet"))

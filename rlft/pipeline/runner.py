@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from rlft.errors import CheckFailed, RlftError
+from rlft.layout import RunLayout, StageLayout
 from rlft.pipeline.fingerprint import installed_versions
 from rlft.recipe import recipe_from_dict
 from rlft.redact import scrub
@@ -32,6 +33,8 @@ from rlft.stages.progress import quiet_libraries
 from rlft.training.checkpoints import last_checkpoint
 
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
+# The keys the runner writes into every manifest; a stage's notes (rlft.stages.context.StageNotes) sit beside them.
+MANIFEST_KEYS = ("result", "stage", "recipe", "recipe_source", "run_id", "seed", "versions", "wandb", "timings")
 VERSIONED = ["rlft", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "wandb"]
 
 
@@ -40,7 +43,7 @@ def package_versions() -> dict[str, str]:
 
 
 def error_file(run_dir: Path, stage: str) -> Path:
-    return run_dir / f".{stage}.error.json"
+    return RunLayout(run_dir).error(stage)
 
 
 RANK_REPORT_WAIT_S = 600
@@ -54,7 +57,7 @@ def rank_and_world() -> tuple[int, int]:
 def _write_rank_report(partial: Path, rank: int) -> None:
     from rlft.distributed import SHARD
 
-    folder = partial / ".ranks"
+    folder = StageLayout(partial).ranks
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".rank-{rank}.tmp"
     tmp.write_text(json.dumps(SHARD.report(rank)))
@@ -63,7 +66,7 @@ def _write_rank_report(partial: Path, rank: int) -> None:
 
 def _gather_rank_reports(partial: Path, world: int) -> dict:
     """Rank 0: wait for every rank's report, then summarise: rows per rank and rows seen by more than one rank."""
-    folder = partial / ".ranks"
+    folder = StageLayout(partial).ranks
     deadline = time.time() + RANK_REPORT_WAIT_S
     while time.time() < deadline and len(list(folder.glob("rank-*.json"))) < world:
         time.sleep(0.5)
@@ -91,19 +94,20 @@ def _no_half_precision_on_cpu() -> None:
 
 
 def run_stage(run_dir: Path, stage_name: str) -> StageResult:
-    plan = json.loads((run_dir / "recipe.json").read_text())
+    layout = RunLayout(run_dir)
+    plan = json.loads(layout.recipe.read_text())
     recipe = recipe_from_dict(plan["recipe"], plan["source"])
     cfg = recipe.stage(stage_name)
     results = {}
     for s in recipe.stages:
         if s.name == stage_name:
             break
-        if (run_dir / s.name / "manifest.json").exists():
-            results[s.name] = StageResult.read(run_dir / s.name)
+        if layout.stage(s.name).manifest.exists():
+            results[s.name] = StageResult.read(layout.stage(s.name).root)
 
     rank, world = rank_and_world()
     _no_half_precision_on_cpu()
-    partial = run_dir / f".{stage_name}.partial"
+    partial = layout.partial(stage_name).root
     partial.mkdir(parents=True, exist_ok=True)  # the pipeline made it: fresh, or kept to resume from its checkpoint
     ctx = StageContext(
         recipe=recipe, run_id=plan["run_id"], run_dir=run_dir, out_dir=partial, recipe_dir=Path(plan["recipe_dir"]), results=results
@@ -117,7 +121,7 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
     set_seed(ctx.seed_for(cfg))
     config = {"recipe": plan["recipe"], "stage": cfg.model_dump(mode="json"), "run_id": plan["run_id"]}
     if rank == 0:
-        wandb_id = partial / ".wandb_id"  # an interrupted attempt's W&B run: continued under the same id
+        wandb_id = layout.partial(stage_name).wandb_id  # an interrupted attempt's W&B run: continued under the same id
         ctx.tracker = tracking.start_stage_run(
             tracking=recipe.tracking,
             run_id=plan["run_id"],
@@ -145,15 +149,15 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
         _write_rank_report(partial, rank)
         if rank != 0:
             return result
-        ctx.notes["launch"] = _gather_rank_reports(partial, world)
+        ctx.notes.launch = _gather_rank_reports(partial, world)
     result.wall_s = round(time.time() - t0, 2)
     result.metrics.update(peak_memory())
     result.wandb_run_id = ctx.tracker.id
-    final_dir = run_dir / stage_name
+    final_dir = layout.stage(stage_name).root
     result.output_dir = str(final_dir)
     if result.model_path:
         result.model_path = str(final_dir / Path(result.model_path).relative_to(partial))
-    shutil.rmtree(partial / "trainer", ignore_errors=True)  # TRL's scratch folder; the model is saved apart
+    shutil.rmtree(layout.partial(stage_name).trainer, ignore_errors=True)  # TRL's scratch folder; the model is saved apart
     ctx.tracker.summary_update({**result.metrics, "wall_s": result.wall_s})
     manifest = {
         "result": result.to_dict(),
@@ -165,9 +169,9 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
         "versions": package_versions(),
         "wandb": {"run_id": ctx.tracker.id, "mode": ctx.tracker.mode, "project": recipe.tracking.project, "group": plan["run_id"]},
         "timings": {"started": t0, "wall_s": result.wall_s},
-        **ctx.notes,
+        **ctx.notes.to_manifest(),
     }
-    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    layout.partial(stage_name).manifest.write_text(json.dumps(manifest, indent=2, default=str))
     ctx.tracker.finish(exit_code=1 if failed else 0)
     if final_dir.exists():
         shutil.rmtree(final_dir)
@@ -199,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         if rank != 0:  # the main process reports; the others only print
             traceback.print_exc()
             return 1
-        partial = run_dir / f".{stage_name}.partial"
-        if last_checkpoint(partial / "trainer") is None:
-            shutil.rmtree(partial, ignore_errors=True)
+        partial = RunLayout(run_dir).partial(stage_name)
+        if last_checkpoint(partial.trainer) is None:
+            shutil.rmtree(partial.root, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:  # disk full, quota, permission, read-only disk
             exc = RlftError(
                 f"{exc.filename or 'a file'}: {exc.strerror}",

@@ -21,7 +21,7 @@ from rlft.stages.classification import HeldOutScores, LabelSpace, label_space
 from rlft.stages.context import StageContext, StageResult
 from rlft.stages.inputs import load_split, lora_config
 from rlft.stages.saving import save_model
-from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.train_loop import final_train_metrics, held_out_metrics, train_between_evaluations
 from rlft.stages.trl_config import trl_config_for
 
 
@@ -33,7 +33,7 @@ def _load_head(ctx: StageContext, cfg: ClassifierStage, labels: LabelSpace):
     from rlft.training.selective import load_start
 
     ref = ctx.model_ref(cfg.init_from)
-    ctx.notes["start_model"] = ref
+    ctx.notes.start_model = ref
     tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     require_safetensors(ref)
     model = load_start(  # with the stage's dropout: and freeze: (rlft.training.selective)
@@ -72,15 +72,15 @@ def run(cfg: ClassifierStage, ctx: StageContext) -> StageResult:
     from rlft.data.rows import check_lengths
 
     train, test = load_split(cfg, ctx, required=cfg.required_columns)
-    labels = label_space(train, test, num_labels=cfg.num_labels, stage=cfg.name, data=ctx.notes["data"])
+    labels = label_space(train, test, num_labels=cfg.num_labels, stage=cfg.name, data=ctx.notes.data)
 
     model, tok = _load_head(ctx, cfg, labels)
     if cfg.peft is not None and cfg.peft.lora is not None:
         model = get_peft_model(model, lora_config(cfg, "SEQ_CLS", model=model))
-    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     where = f"stages.{cfg.name}.data"
-    too_long = check_lengths(train, tok, cfg.max_length, policy=cfg.data.too_long, label=ctx.notes["data"]["train"], where=where)
-    ctx.notes["rows_over_max_length"] = too_long
+    too_long = check_lengths(train, tok, cfg.max_length, policy=cfg.data.too_long, label=ctx.notes.data["train"], where=where)
+    ctx.notes.rows_over_max_length = too_long
     if too_long:
         print(f"[{cfg.name}] {too_long} of {len(train)} training texts are longer than max_length {cfg.max_length}: cut to it", flush=True)
     scores = HeldOutScores(labels.names)
@@ -95,17 +95,16 @@ def run(cfg: ClassifierStage, ctx: StageContext) -> StageResult:
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.scorecard.baseline, ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss"]))
-    for prefix, result in (("baseline", before), ("eval", after)):
-        for key in ("accuracy", "loss", "macro_f1") if result else ():
-            metrics[f"{prefix}/{key}"] = result[f"eval_{key}"]
+    metrics.update(held_out_metrics(before, after, {key: f"eval_{key}" for key in ("accuracy", "loss", "macro_f1")}))
     metrics["eval/n"] = len(test)
-    ctx.notes["labels"] = {
+    ctx.notes.labels = {
         "names": labels.names,
         "train_rows": labels.counts(train),
         "held_out_rows": labels.counts(test),
         "confusion": scores.confusion(),  # [true][predicted], held-out rows, after training
     }
-    if is_main_process():
-        scores.write_samples(ctx.out_dir / "samples.jsonl", list(test["text"]), ctx.tracker)
+
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    if is_main_process():  # the held-out scorecard of a classifier: its predictions on the held-out texts
+        scores.write_samples(ctx.paths.samples, list(test["text"]), ctx.tracker)
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from rlft.errors import RlftError
+from rlft.layout import StageLayout
 from rlft.recipe import Recipe
 
 
@@ -27,11 +28,40 @@ class StageResult:
 
     @classmethod
     def read(cls, stage_dir: Path) -> StageResult:
-        data = json.loads((stage_dir / "manifest.json").read_text())
+        data = json.loads(StageLayout(stage_dir).manifest.read_text())
         return cls(**{k: data["result"].get(k) for k in cls.__dataclass_fields__ if k in data["result"]})
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(slots=True)
+class StageNotes:
+    """What a stage records about itself besides its result, each written into its manifest under its own key.
+
+    Typed fields rather than a free dict: a misspelt note is an ``AttributeError`` (``slots``), and no note can
+    overwrite one of the keys the runner writes (``MANIFEST_KEYS``; a test checks they never meet).
+    """
+
+    start_model: str | None = None  # the folder or model reference the stage started from
+    data: dict[str, Any] | None = None  # training stages: train/held_out labels, rows, fingerprint; eval: eval, rows, fingerprint
+    augment: dict[str, Any] | None = None  # rlft.data.augment.apply: rows in, copies per transform, rows out
+    rows_over_max_length: int | None = None  # training rows longer than the trainer's max_length
+    dropout: dict[str, Any] | None = None  # the stage's dropout: and the start model's values (rlft.training.selective)
+    freeze: dict[str, Any] | None = None  # what freeze: fixed (rlft.training.selective)
+    early_stopping: dict[str, Any] | None = None  # evaluations, best step, stop step (rlft.training.early_stopping)
+    critic: dict[str, Any] | None = None  # PPO: shared or separate value head, and where it started
+    value_model: str | None = None  # PPO: the saved critic's folder, relative to the stage folder
+    labels: dict[str, Any] | None = None  # classifier: the label space
+    merge: dict[str, Any] | None = None  # merge: the members and the best one
+    models: dict[str, Any] | None = None  # eval: the model under test and its baseline
+    overfit_check: dict[str, Any] | None = None  # eval: the training stage sampled, rows, sampled
+    probe: dict[str, Any] | None = None  # eval: the probe's data, rows, fingerprint
+    launch: dict[str, Any] | None = None  # multi-process: world size, rows per rank (rlft.pipeline.runner)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The notes that were recorded, by field name, in field order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass
@@ -45,7 +75,12 @@ class StageContext:
     recipe_dir: Path  # relative data/reward paths resolve from here
     results: dict[str, StageResult]  # earlier stages, by name
     tracker: Any = None
-    notes: dict[str, Any] = field(default_factory=dict)  # extra manifest entries (data fingerprint, ...)
+    notes: StageNotes = field(default_factory=StageNotes)  # what the stage records in its manifest besides its result
+
+    @property
+    def paths(self) -> StageLayout:
+        """The files of the folder this stage writes into (``.STAGE.partial``, renamed to ``STAGE`` when it succeeds)."""
+        return StageLayout(self.out_dir)
 
     def seed_for(self, stage) -> int:
         return stage.seed if stage.seed is not None else self.recipe.seed

@@ -17,7 +17,7 @@ from rlft.stages.context import StageContext, StageResult
 from rlft.stages.heldout import begin_scorecard, end_scorecard
 from rlft.stages.inputs import check_row_lengths, load_pairs, load_start_model, lora_config
 from rlft.stages.saving import save_model
-from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.train_loop import final_train_metrics, held_out_metrics, train_between_evaluations
 from rlft.stages.trl_config import trl_config_for
 
 
@@ -31,9 +31,9 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
     """Evaluate, train and evaluate a preference trainer on pairs (DPO, and ORPO/SimPO from trl.experimental)."""
     train, test = load_pairs(cfg, ctx)
     model, tok = load_start_model(ctx, cfg)
-    card, baseline = begin_scorecard(cfg, ctx, test, model, tok)
-    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
+    card, baseline = begin_scorecard(cfg, ctx, test, model, tok)
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, model=model)
     )
@@ -41,12 +41,10 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
     # by construction, so TRL's evaluation before training tells nothing (the scorecard's baseline does).
     before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.kind != "dpo", ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/accuracies", "rewards/margins"]))
-    metrics["eval/loss"] = after.get("eval_loss", float("nan"))
-    if before:
-        metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
-    metrics["eval/implicit_accuracy"] = after.get("eval_rewards/accuracies", float("nan"))
-    metrics["eval/implicit_margin"] = after.get("eval_rewards/margins", float("nan"))
+    implicit = {"implicit_accuracy": "eval_rewards/accuracies", "implicit_margin": "eval_rewards/margins"}
+    metrics.update(held_out_metrics(before, after, {"loss": "eval_loss"}, after_only=implicit))
     metrics["eval/n_pairs"] = len(test)
+
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(baseline)
     metrics.update(end_scorecard(card, cfg, ctx, path, test))

@@ -32,15 +32,9 @@ def _model_under_test(cfg: EvalStage, ctx: StageContext) -> str | None:
 def prompt_card(cfg, ctx: StageContext) -> Scorecard:
     """A scorecard over all prompts of ``cfg.data`` and its ``cfg.rewards`` (eval and merge stages); records the data in the manifest."""
     rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, required=cfg.required_columns, base_dir=ctx.recipe_dir)
-    ctx.notes["data"] = {"eval": label, "rows": len(rows), "fingerprint": fp}
+    ctx.notes.data = {"eval": label, "rows": len(rows), "fingerprint": fp}
     rewards = ctx.resolve_rewards(cfg.rewards, columns=rows.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
-    return Scorecard(
-        prompts=list(rows["prompt"]),
-        columns={c: list(rows[c]) for c in rows.column_names if c != "prompt"},
-        rewards=rewards,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-    )
+    return Scorecard.from_rows(rows, rewards, all_columns=True, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
 
 
 def run(cfg: EvalStage, ctx: StageContext) -> StageResult:
@@ -63,8 +57,8 @@ def run(cfg: EvalStage, ctx: StageContext) -> StageResult:
     metrics.update(card.score(model, tok, "eval", ref=baseline_model))
     metrics.update(guards.score(model, tok, "eval"))
     metrics.update(guards.differences(metrics))
-    ctx.notes["models"] = {"eval": under_test or "base", **({"baseline": cfg.baseline} if cfg.baseline else {})}
-    card.write_samples(ctx.out_dir / "samples.jsonl", ctx.tracker)
+    ctx.notes.models = {"eval": under_test or "base", **({"baseline": cfg.baseline} if cfg.baseline else {})}
+    card.write_samples(ctx.paths.samples, ctx.tracker)
     guards.write_samples(ctx)
     result = StageResult(name=cfg.name, kind=cfg.kind, status="done", metrics=metrics)
     check_forgetting(cfg, ctx, result, under_test)  # after the metrics and samples are written: a failure keeps them

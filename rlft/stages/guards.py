@@ -31,13 +31,12 @@ tables ``train_sample/samples``, ``probe/samples``).
 from __future__ import annotations
 
 import dataclasses
-import random
 import statistics
 from dataclasses import dataclass
 
 from rlft.errors import CheckFailed, RlftError
-from rlft.evaluation.scorecard import Scorecard, prompts_of
-from rlft.reward_refs import require_columns
+from rlft.evaluation.scorecard import Scorecard
+from rlft.stages.context import StageNotes
 
 PROBE_SOURCE = "bundled:general-probe"
 PROBE_REWARD = "general_ability"
@@ -99,9 +98,9 @@ class Guards:
 
     def write_samples(self, ctx) -> None:
         if self.train is not None:
-            self.train.write_samples(ctx.out_dir / "train_samples.jsonl", ctx.tracker, table="train_sample/samples")
+            self.train.write_samples(ctx.paths.train_samples, ctx.tracker, table="train_sample/samples")
         if self.probe is not None:
-            self.probe.write_samples(ctx.out_dir / "probe_samples.jsonl", ctx.tracker, table="probe/samples")
+            self.probe.write_samples(ctx.paths.probe_samples, ctx.tracker, table="probe/samples")
 
 
 def _mean(values: list) -> float:
@@ -116,27 +115,26 @@ def _train_card(cfg, ctx, rewards: list) -> Scorecard:
     stage = ctx.recipe.stage(spec.stage)
     # The same split the stage made, so the sample holds rows it trained on; a copy of the context keeps
     # that stage's data notes out of this stage's manifest.
-    train, _ = load_split(stage, dataclasses.replace(ctx, notes={}))
+    train, _ = load_split(stage, dataclasses.replace(ctx, notes=StageNotes()))
     where = f"stages.{cfg.name}.overfit_check"
-    found = prompts_of(train)
-    if found is None:
+    fix = f"map one with stages.{spec.stage}.data.columns, or remove overfit_check"
+    card = Scorecard.from_rows(
+        train,
+        rewards,
+        sample=spec.prompts,
+        seed=ctx.seed_for(cfg),
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        check=(f"the training rows of stage {spec.stage!r}", where, fix),
+    )
+    if card is None:
         raise RlftError(
             f"the training rows of stage {spec.stage!r} have no prompts (columns: {', '.join(train.column_names)})",
             where=f"{where}.stage",
             fix="name a stage trained on prompts (prompt/completion, messages, or prompt/chosen/rejected rows)",
         )
-    prompts, columns = found
-    fix = f"map one with stages.{spec.stage}.data.columns, or remove overfit_check"
-    require_columns(rewards, columns, rows=f"the training rows of stage {spec.stage!r}", where=where, fix=fix)
-    picked = sorted(random.Random(ctx.seed_for(cfg)).sample(range(len(prompts)), min(spec.prompts, len(prompts))))
-    ctx.notes["overfit_check"] = {"stage": spec.stage, "train_rows": len(prompts), "sampled": len(picked)}
-    return Scorecard(
-        prompts=[prompts[i] for i in picked],
-        columns={k: [v[i] for i in picked] for k, v in columns.items()},
-        rewards=rewards,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-    )
+    ctx.notes.overfit_check = {"stage": spec.stage, "train_rows": len(train), "sampled": len(card.prompts)}
+    return card
 
 
 def _probe_card(cfg, ctx) -> Scorecard:
@@ -146,13 +144,9 @@ def _probe_card(cfg, ctx) -> Scorecard:
 
     spec = cfg.probe_spec
     rows, fp, label = load_rows(DataSpec(source=PROBE_SOURCE, limit=spec.limit), split="test")
-    ctx.notes["probe"] = {"data": label, "rows": len(rows), "fingerprint": fp}
-    return Scorecard(
-        prompts=list(rows["prompt"]),
-        columns={c: list(rows[c]) for c in rows.column_names if c != "prompt"},
-        rewards=[resolve_reward(PROBE_REWARD)],
-        max_new_tokens=spec.max_new_tokens,
-        batch_size=cfg.batch_size,
+    ctx.notes.probe = {"data": label, "rows": len(rows), "fingerprint": fp}
+    return Scorecard.from_rows(
+        rows, [resolve_reward(PROBE_REWARD)], all_columns=True, max_new_tokens=spec.max_new_tokens, batch_size=cfg.batch_size
     )
 
 

@@ -22,32 +22,22 @@ def begin_scorecard(cfg, ctx: StageContext, held_out, model, tok, rewards: list 
         return None, metrics
     if spec.baseline and {"chosen", "rejected"} <= set(held_out.column_names):
         metrics["baseline/accuracy"] = preference_accuracy(model, tok, held_out)
-    found = prompts_of(held_out) if spec.prompts else None
-    if found is None:
+    if not spec.prompts or prompts_of(held_out) is None:
         return None, metrics
-    prompts, columns = found
-    n = min(spec.prompts, len(prompts))
     if spec.rewards is not None:
         rewards = ctx.resolve_rewards(spec.rewards)
-    card = Scorecard(
-        prompts=prompts[:n],
-        columns={k: v[:n] for k, v in columns.items()},
-        rewards=_applicable(rewards or [], columns, cfg),
+    card = Scorecard.from_rows(
+        held_out,
+        rewards or [],
+        first=spec.prompts,
         max_new_tokens=spec.max_new_tokens,
         batch_size=spec.batch_size,
+        check=("the held-out rows", f"stages.{cfg.name}.scorecard.rewards", "map one with `eval_data.columns`, or set scorecard.rewards"),
     )
     if spec.baseline:
-        print(f"[{cfg.name}] scorecard: {n} held-out prompts, starting model ...", flush=True)
+        print(f"[{cfg.name}] scorecard: {len(card.prompts)} held-out prompts, starting model ...", flush=True)
         metrics.update(card.score(model, tok, "baseline"))
     return card, metrics
-
-
-def _applicable(rewards: list, columns: dict, cfg) -> list:
-    from rlft.reward_refs import require_columns
-
-    fix = "map one with `eval_data.columns`, or set scorecard.rewards"
-    require_columns(rewards, columns, rows="the held-out rows", where=f"stages.{cfg.name}.scorecard.rewards", fix=fix)
-    return rewards
 
 
 def end_scorecard(card, cfg, ctx: StageContext, model_path: str, held_out=None) -> dict:
@@ -68,5 +58,5 @@ def end_scorecard(card, cfg, ctx: StageContext, model_path: str, held_out=None) 
         print(f"[{cfg.name}] scorecard: {len(card.prompts)} held-out prompts, trained model ...", flush=True)
         ref = load_causal_lm(ctx.model_ref(cfg.init_from), trust_remote_code=ctx.recipe.trust_remote_code)
         metrics.update(card.score(model, tok, "eval", ref=ref))
-        card.write_samples(ctx.out_dir / "samples.jsonl", ctx.tracker)
+        card.write_samples(ctx.paths.samples, ctx.tracker)
     return metrics

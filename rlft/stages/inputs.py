@@ -14,7 +14,7 @@ def load_start_model(ctx: StageContext, stage):
     from rlft.training.selective import load_start
 
     ref = ctx.model_ref(stage.init_from)
-    ctx.notes["start_model"] = ref
+    ctx.notes.start_model = ref
     tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     model = load_start(ctx, stage, ref, lambda **dropout: load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code, **dropout))
     return model, tok
@@ -49,7 +49,7 @@ def load_split(cfg, ctx: StageContext, *, kind: str | None = None, required: tup
         train = augment_split(train, test, cfg, ctx)
     if cfg.eval_limit is not None and len(test) > cfg.eval_limit:
         test = test.select(range(cfg.eval_limit))
-    ctx.notes["data"] = {"train": label, "rows": len(train), "held_out": test_label, "held_out_rows": len(test), "fingerprint": fp}
+    ctx.notes.data = {"train": label, "rows": len(train), "held_out": test_label, "held_out_rows": len(test), "fingerprint": fp}
     return train, test
 
 
@@ -67,7 +67,7 @@ def check_row_lengths(cfg, ctx: StageContext, rows, tok, args) -> int:
         return 0
     where = f"stages.{cfg.name}.data"
     n = check_lengths(rows, tok, max_length, policy=cfg.data.too_long, label=cfg.data.source, where=where)
-    ctx.notes["rows_over_max_length"] = n
+    ctx.notes.rows_over_max_length = n
     if n:
         print(f"[{cfg.name}] {n} of {len(rows)} training rows are longer than max_length {max_length}: TRL truncates them", flush=True)
     return n
@@ -95,7 +95,7 @@ def lora_config(stage, task_type: str = "CAUSAL_LM", model=None):
 def augment_split(train, held_out, cfg, ctx):
     """A training stage's rows with augmented copies added (``cfg.data.augment``); held-out rows only guard.
 
-    Reports the counts on stdout, in the manifest (``ctx.notes["augment"]``) and in the W&B summary (``augment/...``).
+    Reports the counts on stdout, in the manifest (``ctx.notes.augment``) and in the W&B summary (``augment/...``).
     """
     import datasets
 
@@ -105,7 +105,7 @@ def augment_split(train, held_out, cfg, ctx):
     seed = spec.seed if spec.seed is not None else ctx.seed_for(cfg)
     rows = train.to_list()
     out, report = augment_rows(rows, spec, seed=seed, held_out=HeldOut.of(held_out.to_list()))
-    ctx.notes["augment"] = report
+    ctx.notes.augment = report
     if ctx.tracker is not None:
         ctx.tracker.summary_update(flat_counts(report))
     if is_main_process():

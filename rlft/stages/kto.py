@@ -15,7 +15,7 @@ from rlft.stages.context import StageContext, StageResult
 from rlft.stages.heldout import begin_scorecard, end_scorecard
 from rlft.stages.inputs import check_row_lengths, load_pairs, load_split, load_start_model, lora_config
 from rlft.stages.saving import save_model
-from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.train_loop import final_train_metrics, held_out_metrics, train_between_evaluations
 from rlft.stages.trl_config import trl_config_for
 
 
@@ -34,18 +34,17 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
 
     train, test, held_out = _unpaired(cfg, ctx)
     model, tok = load_start_model(ctx, cfg)
-    card, baseline = begin_scorecard(cfg, ctx, held_out, model, tok)
-    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
+    card, baseline = begin_scorecard(cfg, ctx, held_out, model, tok)
     trainer = KTOTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, model=model)
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/margins"]))
-    metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
-    metrics["eval/loss"] = after.get("eval_loss", float("nan"))
-    metrics["eval/implicit_margin"] = after.get("eval_rewards/margins", float("nan"))
+    metrics.update(held_out_metrics(before, after, {"loss": "eval_loss"}, after_only={"implicit_margin": "eval_rewards/margins"}))
     metrics["eval/n_rows"] = len(test)
+
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(baseline)
     metrics.update(end_scorecard(card, cfg, ctx, path, held_out))

@@ -38,7 +38,7 @@ def run(cfg: MergeStage, ctx: StageContext) -> StageResult:
 
     where, trust = f"stages.{cfg.name}.models", ctx.recipe.trust_remote_code
     members = resolve_members(cfg, ctx)
-    ctx.notes["merge"] = {"members": [asdict(m) for m in members]}
+    ctx.notes.merge = {"members": [asdict(m) for m in members]}
     card = prompt_card(cfg, ctx) if cfg.data is not None else None  # data and rewards are checked before any weights load
     check_members(members, where=where, trust_remote_code=trust)
     print(f"[{cfg.name}] averaging {len(members)} models: " + ", ".join(f"{m.label} x{m.weight:.3g}" for m in members), flush=True)
@@ -58,7 +58,7 @@ def run(cfg: MergeStage, ctx: StageContext) -> StageResult:
         metrics.update(card.score(model, load_tokenizer(member.tokenizer_from, trust_remote_code=trust), f"member/{label}"))
         del model
     metrics.update(_verdict(metrics, list(distinct), f"reward/{card.rewards[0].reward.__name__}", ctx))
-    card.write_samples(ctx.out_dir / "samples.jsonl", ctx.tracker)
+    card.write_samples(ctx.paths.samples, ctx.tracker)
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)
 
 
@@ -69,5 +69,5 @@ def _verdict(metrics: dict, labels: list[str], key: str, ctx: StageContext) -> d
     if not scored or math.isnan(soup):
         return {}
     best = max(scored, key=scored.get)
-    ctx.notes["merge"]["best_member"] = best
+    ctx.notes.merge["best_member"] = best
     return {"soup_minus_best_member": soup - scored[best], "soup_beats_members": soup >= scored[best]}

@@ -23,6 +23,7 @@ import os
 import time
 
 from rlft.errors import RlftError
+from rlft.layout import StageLayout
 from rlft.recipe import PPOStage
 from rlft.stages.context import StageContext, StageResult
 from rlft.stages.heldout import begin_scorecard, end_scorecard
@@ -61,24 +62,24 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
             fix=f"launch this stage without accelerate: stages.{cfg.name}.launch.num_processes=1",
         )
     train, test = load_split(cfg, ctx, required=cfg.required_columns)
-    label = ctx.notes["data"]["train"]
+    label = ctx.notes.data["train"]
 
     rewards = ctx.resolve_rewards(cfg.rewards, columns=train.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
 
-    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     set_seed(args.seed)  # LoRA and value-head initialisation
     model, tok = load_start_model(ctx, cfg)
     card, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
     value_model = None
     if args.critic == "separate":
-        start, why = critic_start(rewards[0].reward, ctx.notes["start_model"], tok)
+        start, why = critic_start(rewards[0].reward, ctx.notes.start_model, tok)
         print(f"[{cfg.name}] critic starts from {why}", flush=True)
-        ctx.notes["critic"] = {"kind": "separate", "start": start}
+        ctx.notes.critic = {"kind": "separate", "start": start}
         value_model = load_value_model(
             start, tok, peft_config=lora_config(cfg, "TOKEN_CLS"), trust_remote_code=ctx.recipe.trust_remote_code
         )
     else:
-        ctx.notes["critic"] = {"kind": "shared"}
+        ctx.notes.critic = {"kind": "shared"}
 
     started = time.time()
 
@@ -114,9 +115,10 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     metrics.update({"train/runtime_s": output.runtime_s, "train/steps": output.global_step})
     metrics.update(final_train_metrics(output.log_history, keys))
     metrics["train/first_reward"] = output.log_history[0]["reward"]
-    metrics.update(baseline)
+
     path = save_model(trainer.model, tok, ctx.out_dir)
-    trainer.critic.save(ctx.out_dir / "value_model", tok)
-    ctx.notes["value_model"] = "value_model"  # relative to the stage folder
+    trainer.critic.save(ctx.paths.value_model, tok)
+    ctx.notes.value_model = StageLayout.VALUE_MODEL  # relative to the stage folder
+    metrics.update(baseline)
     metrics.update(end_scorecard(card, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

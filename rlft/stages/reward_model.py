@@ -13,7 +13,7 @@ from rlft.recipe import RewardModelStage
 from rlft.stages.context import StageContext, StageResult
 from rlft.stages.inputs import check_row_lengths, load_pairs, lora_config
 from rlft.stages.saving import save_model
-from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.train_loop import final_train_metrics, held_out_metrics, train_between_evaluations
 from rlft.stages.trl_config import trl_config_for
 
 
@@ -25,7 +25,7 @@ def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
     from rlft.training.selective import load_start
 
     ref = ctx.model_ref(cfg.init_from)
-    ctx.notes["start_model"] = ref
+    ctx.notes.start_model = ref
     tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     require_safetensors(ref)
     model = load_start(
@@ -44,9 +44,8 @@ def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
     from trl import RewardTrainer
 
     train, test = load_pairs(cfg, ctx)
-
     model, tok = _load_classifier(ctx, cfg)
-    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
     trainer = RewardTrainer(
         model=model,
@@ -58,11 +57,10 @@ def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "accuracy", "margin"]))
-    metrics["eval/accuracy"] = after["eval_accuracy"]
-    metrics["baseline/accuracy"] = before["eval_accuracy"]
-    metrics["eval/loss"] = after.get("eval_loss", float("nan"))
-    metrics["baseline/loss"] = before.get("eval_loss", float("nan"))
-    metrics["eval/margin"] = after.get("eval_margin", float("nan"))
+    metrics.update(
+        held_out_metrics(before, after, {"accuracy": "eval_accuracy", "loss": "eval_loss"}, after_only={"margin": "eval_margin"})
+    )
     metrics["eval/n_pairs"] = len(test)
+
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

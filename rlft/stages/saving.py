@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlft.distributed import is_main_process
+from rlft.layout import StageLayout
 
 
 def save_model(model, tokenizer, out_dir: Path, trainer=None) -> str:
@@ -17,7 +18,7 @@ def save_model(model, tokenizer, out_dir: Path, trainer=None) -> str:
     from rlft.training.selective import restore_dropout
 
     restore_dropout(model)
-    target = out_dir / "model"
+    target = StageLayout(out_dir).model
     if trainer is not None and (getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)):
         trainer.save_model(str(target))
         if is_main_process():

@@ -15,7 +15,7 @@ from rlft.stages.context import StageContext, StageResult
 from rlft.stages.heldout import begin_scorecard, end_scorecard
 from rlft.stages.inputs import check_row_lengths, load_split, load_start_model, lora_config
 from rlft.stages.saving import save_model
-from rlft.stages.train_loop import final_train_metrics, train_between_evaluations
+from rlft.stages.train_loop import final_train_metrics, held_out_metrics, train_between_evaluations
 from rlft.stages.trl_config import trl_config_for
 
 SFT_COLUMNS = ("prompt", "completion", "messages", "text")
@@ -25,7 +25,7 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
     from trl import SFTTrainer
 
     train, test = load_split(cfg, ctx)
-    label = ctx.notes["data"]["train"]
+    label = ctx.notes.data["train"]
     if not {"completion", "messages", "text"} & set(train.column_names):
         raise RlftError(
             f"SFT data {label} needs prompt/completion, messages or text columns",
@@ -35,7 +35,7 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
     train = train.remove_columns([c for c in train.column_names if c not in SFT_COLUMNS])
 
     model, tok = load_start_model(ctx, cfg)
-    args = trl_config_for(cfg, str(ctx.out_dir / "trainer"), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
+    args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
     card, baseline = begin_scorecard(cfg, ctx, test, model, tok)
     trainer = SFTTrainer(
@@ -48,11 +48,9 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.scorecard.baseline, ctx=ctx)
     metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "mean_token_accuracy", "num_tokens"]))
-    for prefix, result in (("baseline", before), ("eval", after)):
-        if result:
-            metrics[f"{prefix}/loss"] = result.get("eval_loss", float("nan"))
-            metrics[f"{prefix}/accuracy"] = result.get("eval_mean_token_accuracy", float("nan"))
-    metrics.update(baseline)
+    metrics.update(held_out_metrics(before, after, {"loss": "eval_loss", "accuracy": "eval_mean_token_accuracy"}))
+
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    metrics.update(baseline)
     metrics.update(end_scorecard(card, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

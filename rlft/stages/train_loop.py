@@ -30,6 +30,20 @@ def train_between_evaluations(trainer, cfg, before: bool = True, ctx: StageConte
     return before, after, metrics
 
 
+def held_out_metrics(before: dict, after: dict, names: dict[str, str], *, after_only: dict[str, str] | None = None) -> dict[str, float]:
+    """rlft's names for what the Trainer's ``evaluate()`` reported: ``eval/<name>`` after training, ``baseline/<name>`` before.
+
+    ``names`` maps rlft's name to the Trainer's key (``{"loss": "eval_loss"}``); ``after_only`` names metrics reported
+    for the trained model alone. ``before`` is empty when the stage skipped the evaluation before training: then no
+    ``baseline/`` keys. Every stage handles a key the Trainer did not report the same way: the metric is NaN.
+    """
+    out: dict[str, float] = {}
+    for prefix, result, chosen in (("baseline", before, names), ("eval", after, {**names, **(after_only or {})})):
+        if result:
+            out.update({f"{prefix}/{name}": float(result.get(key, float("nan"))) for name, key in chosen.items()})
+    return out
+
+
 def count_parameters(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -64,7 +64,6 @@ from pathlib import Path
 from typing import Any
 
 from rlft.errors import RlftError
-from rlft.reward_refs import require_columns
 
 # rlft's metric name -> (the key in the Trainer's evaluate() output, higher is better)
 LOSS = ("eval_loss", False)
@@ -147,7 +146,7 @@ class EarlyStopping:
             "early_stopping/best": self.best,
             "early_stopping/restored_best": restored,
         }
-        self.notes["early_stopping"] = {
+        self.notes.early_stopping = {
             "metric": self.metric,
             **{k.removeprefix("early_stopping/"): v for k, v in self.metrics.items()},
             "evaluations": self.history,
@@ -258,26 +257,23 @@ def reward_evaluator(cfg, held_out, tok, rewards: list, metric: str) -> Callable
     ``scorecard.max_new_tokens`` long: by default exactly what the end-of-stage scorecard scores.
     ``eval/reward`` is the weighted sum of the rewards' means, ``eval/reward/<name>`` one mean.
     """
-    from rlft.evaluation.scorecard import Scorecard, prompts_of
+    from rlft.evaluation.scorecard import Scorecard
 
     where = f"stages.{cfg.name}.early_stopping"
-    found = prompts_of(held_out)
-    if found is None:
+    card = Scorecard.from_rows(
+        held_out,
+        rewards,
+        first=cfg.early_stopping.prompts or cfg.scorecard.prompts,
+        max_new_tokens=cfg.scorecard.max_new_tokens,
+        batch_size=cfg.scorecard.batch_size,
+        check=("the held-out rows", where, "map one with `eval_data.columns`"),
+    )
+    if card is None:
         raise RlftError(
             f"the held-out rows have no prompt or messages column (they have {held_out.column_names})",
             where=where,
             fix="name held-out rows with prompts in `eval_data:`",
         )
-    prompts, columns = found
-    n = min(cfg.early_stopping.prompts or cfg.scorecard.prompts, len(prompts))
-    require_columns(rewards, columns, rows="the held-out rows", where=where, fix="map one with `eval_data.columns`")
-    card = Scorecard(
-        prompts=prompts[:n],
-        columns={k: v[:n] for k, v in columns.items()},
-        rewards=rewards,
-        max_new_tokens=cfg.scorecard.max_new_tokens,
-        batch_size=cfg.scorecard.batch_size,
-    )
 
     def evaluate(model) -> float:
         with untouched(model, tok):

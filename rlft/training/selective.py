@@ -48,13 +48,13 @@ def load_start(ctx, stage, ref: str, load) -> Any:
         config = AutoConfig.from_pretrained(ref, trust_remote_code=ctx.recipe.trust_remote_code)
         start = dropout_fields(config, where=f"stages.{stage.name}.dropout")
         overrides = dict.fromkeys(start, stage.dropout)
-        ctx.notes["dropout"] = {"p": stage.dropout, "fields": sorted(start), "start_values": start}
+        ctx.notes.dropout = {"p": stage.dropout, "fields": sorted(start), "start_values": start}
     model = load(**overrides)
     if start:
         setattr(model, START_DROPOUT, start)  # put back by restore_dropout before the model is saved
     note = apply_freeze(model, stage)
     if note is not None:
-        ctx.notes["freeze"] = note
+        ctx.notes.freeze = note
         ctx.tracker.summary_update({"freeze/frozen": "; ".join(note["frozen"]) or "nothing"})
     return model
 
