@@ -23,6 +23,7 @@ from typing import Any
 
 from rlft.analysis.tables import Column, Table, sig4_whole, write_table
 from rlft.errors import RlftError
+from rlft.layout import RunLayout
 
 # column -> (metric, which way is better: +1 higher, -1 lower, 0 no direction)
 FIXED_COLUMNS = {
@@ -74,11 +75,11 @@ def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str, Callable[[], 
         if files:  # several when the stage was interrupted and resumed under the same W&B id
             run = read_wandb_files(files)
             return run.summary, run.source, lambda: run.history
-    return dict(stage.get("metrics") or {}), str(run_dir / "summary.json"), None
+    return dict(stage.get("metrics") or {}), str(RunLayout(run_dir).summary), None
 
 
 def _recipe_of(run_dir: Path) -> dict:
-    path = run_dir / "recipe.json"
+    path = RunLayout(run_dir).recipe
     return json.loads(path.read_text()).get("recipe", {}) if path.exists() else {}
 
 
@@ -87,7 +88,7 @@ def load_rows(refs: list[str], runs_dir: Path) -> list[Row]:
     rows: list[Row] = []
     for ref in refs:
         run_dir, only = _resolve(ref, runs_dir)
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads(RunLayout(run_dir).summary.read_text())
         stages = [s for s in summary.get("stages", []) if only is None or s["name"] == only]
         if only is not None and not stages:
             names = [s["name"] for s in summary.get("stages", [])]
@@ -150,14 +151,14 @@ def load_rows_api(refs: list[str], api, project: str) -> list[Row]:
 
 def _resolve(ref: str, runs_dir: Path) -> tuple[Path, str | None]:
     for candidate, stage in ((Path(ref), None), (runs_dir / ref, None)):
-        if (candidate / "summary.json").exists():
+        if RunLayout(candidate).summary.exists():
             return candidate, stage
     head, _, stage = ref.rpartition("/")
     if head:
         for candidate in (Path(head), runs_dir / head):
-            if (candidate / "summary.json").exists():
+            if RunLayout(candidate).summary.exists():
                 return candidate, stage
-    known = sorted(p.parent.name for p in runs_dir.glob("*/summary.json")) if runs_dir.exists() else []
+    known = sorted(p.parent.name for p in runs_dir.glob(f"*/{RunLayout.SUMMARY}")) if runs_dir.exists() else []
     raise RlftError(
         f"no run {ref!r} (looked for a folder with summary.json, also under {runs_dir})",
         fix=f"runs here: {', '.join(known) or '(none)'}; name a run id, a run folder, or RUN/STAGE",

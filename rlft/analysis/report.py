@@ -8,9 +8,8 @@ offline; ``save_report`` is the one call that talks to the server. Offline, ``sy
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rlft.analysis.compare import Row, render
+from rlft.layout import RunLayout
 
 CURVES = (("train/reward", "training reward"), ("train/kl", "KL to the reference (training)"), ("train/loss", "training loss"))
 
@@ -47,7 +46,8 @@ def save_report(report) -> str:
 
 def sync_hint(rows: list[Row]) -> str:
     """What to do when asked for a report without the W&B API: the sync commands for the compared runs."""
-    folders = sorted({str(r.run_dir / "wandb" / "offline-run-*") for r in rows if r.run_dir and (Path(r.run_dir) / "wandb").exists()})
+    wandb_dirs = [RunLayout(r.run_dir).wandb for r in rows if r.run_dir]
+    folders = sorted({str(d / "offline-run-*") for d in wandb_dirs if d.exists()})
     sync = "\n".join(f"  wandb sync {f}" for f in folders) or "  (no local W&B folders: these runs were made with tracking disabled)"
     runs = " ".join(dict.fromkeys(r.run for r in rows))
     return (

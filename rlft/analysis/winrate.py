@@ -40,6 +40,7 @@ from typing import Any
 
 from rlft.analysis.tables import Column, Table, cell, write_table
 from rlft.errors import RlftError
+from rlft.layout import RunLayout
 from rlft.models import is_model_dir
 
 MODEL_JUDGE_PREFIX = "model:"
@@ -142,18 +143,20 @@ def winrates(
 def final_model(run_dir: Path, stage: str | None = None) -> Path:
     """The saved model a pipeline run ends with: ``<run>/<stage>/model``, by default of its last finished stage that saved one."""
     run_dir = Path(run_dir)
-    summary = run_dir / "summary.json"
+    summary = RunLayout(run_dir).summary
     if not summary.exists():
         raise RlftError(f"{run_dir} has no summary.json", fix="name a run folder written by `rlft run`")
     stages = json.loads(summary.read_text()).get("stages", [])
-    with_model = [s["name"] for s in stages if s.get("status") in ("done", "cached") and is_model_dir(run_dir / s["name"] / "model")]
+    with_model = [
+        s["name"] for s in stages if s.get("status") in ("done", "cached") and is_model_dir(RunLayout(run_dir).stage(s["name"]).model)
+    ]
     if stage is None:
         if not with_model:
             raise RlftError(
                 f"run {run_dir.name} has no finished stage with a saved model",
                 fix="finish the run (`rlft run` with the same --run-id resumes it), or compare another run",
             )
-        return run_dir / with_model[-1] / "model"
+        return RunLayout(run_dir).stage(with_model[-1]).model
     if stage not in [s["name"] for s in stages]:
         raise RlftError(f"run {run_dir.name} has no stage {stage!r}", fix=f"its stages are: {', '.join(s['name'] for s in stages)}")
     if stage not in with_model:
@@ -161,7 +164,7 @@ def final_model(run_dir: Path, stage: str | None = None) -> Path:
             f"stage {stage!r} of run {run_dir.name} has no finished saved model in {run_dir / stage / 'model'}",
             fix=f"stages with a model: {', '.join(with_model) or '(none)'}",
         )
-    return run_dir / stage / "model"
+    return RunLayout(run_dir).stage(stage).model
 
 
 def resolve_judges(judge: list[str], columns: dict[str, list], data_label: str) -> list:

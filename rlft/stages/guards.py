@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from rlft.errors import CheckFailed, RlftError
 from rlft.evaluation.scorecard import Scorecard
+from rlft.layout import StageLayout
 from rlft.stages.context import StageNotes
 
 PROBE_SOURCE = "bundled:general-probe"
@@ -175,6 +176,6 @@ def check_forgetting(cfg, ctx, result, under_test: str | None) -> None:
         f"(model {under_test or 'base'}), a drop of {drop:.3f}, more than forgetting.max_drop {limit:g} (most lost: {worst})",
         where=f"stages.{cfg.name}.forgetting",
         fix=f"{how}or, if that loss is acceptable, raise stages.{cfg.name}.forgetting.max_drop. "
-        f"The probe answers are in {cfg.name}/probe_samples.jsonl",
+        f"The probe answers are in {cfg.name}/{StageLayout.PROBE_SAMPLES}",
         result=result,
     )
