@@ -41,14 +41,6 @@ from rlft.stages.context import StageNotes
 
 PROBE_SOURCE = "bundled:general-probe"
 PROBE_REWARD = "general_ability"
-# How each stage kind keeps a model near where it started (for the fix of a forgetting failure).
-STAY_CLOSE = {
-    "grpo": "raise stages.{s}.trl.beta (its KL coefficient; TRL's default is 0)",
-    "rloo": "raise stages.{s}.trl.beta (its KL coefficient)",
-    "ppo": "raise stages.{s}.trl.kl_coef",
-    "dpo": "raise stages.{s}.trl.beta (keeps it closer to its reference)",
-    "kto": "raise stages.{s}.trl.beta (keeps it closer to its reference)",
-}
 
 
 @dataclass
@@ -168,7 +160,7 @@ def check_forgetting(cfg, ctx, result, under_test: str | None) -> None:
     )
     how = ""
     if under_test:
-        stay = STAY_CLOSE.get(ctx.recipe.stage(under_test).kind, "train a LoRA adapter (stages.{s}.peft.lora) instead of every weight")
+        stay = ctx.recipe.stage(under_test).stay_close  # how that stage kind keeps a model near where it started
         stay = stay.format(s=under_test)
         how = f"keep {under_test} closer to where it started: lower stages.{under_test}.trl.learning_rate, train fewer steps, or {stay}; "
     raise CheckFailed(

@@ -65,26 +65,7 @@ from typing import Any
 
 from rlft.errors import RlftError
 
-# rlft's metric name -> (the key in the Trainer's evaluate() output, higher is better)
-LOSS = ("eval_loss", False)
-TRAINER_METRICS: dict[str, dict[str, tuple[str, bool]]] = {
-    "sft": {"eval/loss": LOSS, "eval/accuracy": ("eval_mean_token_accuracy", True)},
-    "reward_model": {"eval/loss": LOSS, "eval/accuracy": ("eval_accuracy", True)},
-    "dpo": {"eval/loss": LOSS, "eval/implicit_accuracy": ("eval_rewards/accuracies", True)},
-    "orpo": {"eval/loss": LOSS, "eval/implicit_accuracy": ("eval_rewards/accuracies", True)},
-    "simpo": {"eval/loss": LOSS, "eval/implicit_accuracy": ("eval_rewards/accuracies", True)},
-    "kto": {"eval/loss": LOSS},
-    "classifier": {"eval/loss": LOSS, "eval/accuracy": ("eval_accuracy", True), "eval/macro_f1": ("eval_macro_f1", True)},
-}
-REWARD_KINDS = ("grpo", "rloo", "ppo")
 STATE_FILE, WEIGHTS_FILE = "early_stopping.json", "early_stopping_best.safetensors"
-
-
-def metrics_of(stage) -> list[str]:
-    """The metrics a stage can stop on (its default first); empty for stage kinds without early stopping."""
-    if stage.kind in REWARD_KINDS:
-        return ["eval/reward", *(f"eval/reward/{r.label}" for r in stage.rewards)]
-    return list(TRAINER_METRICS.get(stage.kind, {}))
 
 
 class EarlyStopping:
@@ -187,8 +168,8 @@ class EarlyStopping:
 
 
 def _stopper(cfg, ctx, modules, log) -> EarlyStopping:
-    metric = cfg.early_stopping.metric or metrics_of(cfg)[0]
-    higher = cfg.kind in REWARD_KINDS or TRAINER_METRICS[cfg.kind][metric][1]
+    metric = cfg.early_stopping.metric or cfg.early_stopping_metrics()[0]
+    higher = cfg.stops_on_reward or cfg.stop_metrics[metric][1]  # the stage kind says which way is better
     return EarlyStopping(cfg, ctx, metric, higher, modules, log)
 
 
@@ -215,7 +196,7 @@ def watch_loss(trainer, cfg, ctx) -> EarlyStopping | None:
         return None
     _unsharded(trainer, cfg)
     stopper = _stopper(cfg, ctx, [("model", trainer.model)], _trainer_log(ctx))
-    trainer.add_callback(_trainer_callback(stopper, key=TRAINER_METRICS[cfg.kind][stopper.metric][0]))
+    trainer.add_callback(_trainer_callback(stopper, key=cfg.stop_metrics[stopper.metric][0]))
     return stopper
 
 
