@@ -255,6 +255,14 @@ def test_probe_and_forgetting_on_controlled_answers(tiny_model, tmp_path, monkey
     assert m["probe/general/accuracy/facts"] == 0.0 and m["baseline/probe/general/accuracy/facts"] == 1.0
     assert all(m[f"probe/general/accuracy/{c}"] == 1.0 for c in CATEGORIES if c != "facts")
     assert m["probe/general/change"] == pytest.approx(-0.2)
+    # Paired over the same items: two of the ten probe items (the facts) lost, the rest unchanged.
+    assert (
+        m["probe/general/change/n"] == PROBE_K
+        and -1.0 <= m["probe/general/change/ci_low"] < -0.2 < m["probe/general/change/ci_high"] <= 0.0
+    )
+    # Both models answer every held-out item wrong: no difference, an interval of exactly 0, p = 1.
+    d = "eval/delta/reward/math_accuracy"
+    assert (m[d], m[f"{d}/ci_low"], m[f"{d}/ci_high"], m[f"{d}/p_value"], m[f"{d}/n"]) == (0.0, 0.0, 0.0, 1.0, 3)
     assert m["train_sample/reward/math_accuracy"] == 1.0 and m["eval/reward/math_accuracy"] == 0.0
     assert m["generalisation_gap/math_accuracy"] == 1.0 and m["baseline/generalisation_gap/math_accuracy"] == 0.0
     text = str(info.value)

@@ -39,6 +39,9 @@ def test_dpo_raises_held_out_accuracy_over_the_starting_model(tiny_model, tmp_pa
     assert m["eval/implicit_accuracy"] >= 0.75, m
     # the fair "before": the starting model's own preference (mean token log-prob), not the all-ties implicit reward
     assert m["baseline/accuracy"] <= 0.5 <= 0.75 <= m["eval/accuracy"], m
+    # the gain, paired over the same 8 held-out pairs, with its bootstrap interval
+    assert m["eval/delta/accuracy"] == pytest.approx(m["eval/accuracy"] - m["baseline/accuracy"]) and m["eval/delta/accuracy/n"] == 8
+    assert m["eval/delta/accuracy/ci_low"] <= m["eval/delta/accuracy"] <= m["eval/delta/accuracy/ci_high"], m
     # policy == reference at the start: the sigmoid loss is ln 2 by construction, so it is not measured before
     assert m["eval/loss"] < math.log(2) and "baseline/loss" not in m, m
     assert m["eval/kl_to_ref"] > 0.0 and "baseline/kl_to_ref" not in m, m

@@ -71,6 +71,30 @@ def test_summary_prints_one_scorecard_across_stage_kinds():
     assert scorecard_table([{"name": "a", "kind": "sft", "metrics": {"train/loss": 1.0}}]) is None
 
 
+def test_gains_table_marks_a_significant_gain_and_says_when_a_difference_is_not_separable():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rlft.cli.tables import gains_table
+    from rlft.evaluation.statistics import paired_bootstrap
+
+    big = paired_bootstrap([0.0] * 150 + [1.0] * 50, [1.0] * 150 + [1.0] * 50)  # right on 150 prompts the start got wrong
+    small = paired_bootstrap([0, 1, 0, 1, 0, 1, 0, 0], [1, 1, 0, 1, 0, 0, 1, 0])  # +1/8 on 8 prompts
+    stages = [
+        {"name": "rl", "kind": "grpo", "metrics": big.metrics("eval/delta/reward/math_accuracy")},
+        {"name": "dpo", "kind": "dpo", "metrics": small.metrics("eval/delta/accuracy")},
+    ]
+    out = StringIO()
+    Console(file=out, width=250).print(gains_table(stages))
+    text = out.getvalue()
+    assert f"+0.750 [{big.ci_low:+.3f}, {big.ci_high:+.3f}]" in text
+    assert big.ci_low > 0 and "significant gain" in text and "200" in text
+    assert small.ci_low < 0 < small.ci_high and "not separable at this sample size" in text
+    assert f"~{small.n_needed} would separate this effect" in text
+    assert gains_table([{"name": "a", "kind": "sft", "metrics": {"eval/loss": 1.0}}]) is None
+
+
 def test_guards_table_shows_probe_gap_early_stopping_and_soup():
     from io import StringIO
 

@@ -25,6 +25,11 @@ def assert_scorecard(m: dict, rewards: list[str], moved: bool = True) -> None:
         assert m[f"{prefix}/mean_length"] >= 1, m
         for name in rewards:
             assert 0.0 <= m[f"{prefix}/reward/{name}"] <= 1.0, m
+    for name in rewards:  # the paired difference on the same prompts, with its interval around it
+        key = f"eval/delta/reward/{name}"
+        assert m[key] == pytest.approx(m[f"eval/reward/{name}"] - m[f"baseline/reward/{name}"]), m
+        assert m[f"{key}/ci_low"] <= m[key] <= m[f"{key}/ci_high"] and 0.0 <= m[f"{key}/p_value"] <= 1.0, m
+        assert m[f"{key}/n"] >= 1, m
     if moved:  # the trained model moved away from the one it started from
         assert m["eval/kl_to_ref"] > 0.0, m
     else:

@@ -21,7 +21,7 @@ def print_summary(summary: dict, console) -> None:
             _num(m.get("train/reward")),
         )
     console.print(table)
-    for extra in (scorecard_table(summary["stages"]), guards_table(summary["stages"])):
+    for extra in (scorecard_table(summary["stages"]), gains_table(summary["stages"]), guards_table(summary["stages"])):
         if extra is not None:
             console.print(extra)
     for s in summary["stages"]:
@@ -54,6 +54,53 @@ def scorecard_table(stages: list[dict]):
             before, after = m.get(f"baseline/{c}"), m.get(f"eval/{c}")
             cells.append(f"{_num(before)} -> {_num(after)}" if before is not None and after is not None else _num(after))
         table.add_row(f"{s['name']} ({s['kind']})", *cells)
+    return table
+
+
+def verdict(m: dict, key: str) -> str:
+    """``significant`` when the 95% interval of ``key`` excludes 0, else how many prompts the observed effect would need."""
+    low, high = m.get(f"{key}/ci_low"), m.get(f"{key}/ci_high")
+    if low is None or high is None or low != low or high != high:  # NaN: nothing was scored on both sides
+        return "no prompt scored on both sides"
+    if low > 0 or high < 0:
+        return "significant gain" if low > 0 else "significant loss"
+    needed, n = m.get(f"{key}/n_needed"), m.get(f"{key}/n")
+    more = f"; ~{needed:.0f} would separate this effect" if needed and n and needed > n else ""
+    return f"not separable at this sample size{more}"
+
+
+def gains_table(stages: list[dict]):
+    """Each stage's held-out gain over the model it started from, paired on the same prompts, with its 95% interval."""
+    from rich.table import Table
+
+    rows = []
+    for s in stages:
+        m = s.get("metrics") or {}
+        for key in [k for k in m if k.startswith(("eval/delta/", "probe/general/change")) and k.count("/") == (3 if "reward/" in k else 2)]:
+            name = key.removeprefix("eval/delta/").removeprefix("reward/")
+            low, high = m.get(f"{key}/ci_low"), m.get(f"{key}/ci_high")
+            if low is None:
+                continue
+            n = m.get(f"{key}/n")
+            rows.append(
+                (
+                    f"{s['name']} ({s['kind']})",
+                    name,
+                    f"{n:.0f}" if n is not None else "",
+                    f"{m[key]:+.3f} [{low:+.3f}, {high:+.3f}]",
+                    _num(m.get(f"{key}/p_value")),
+                    verdict(m, key),
+                )
+            )
+    if not rows:
+        return None
+    table = Table(
+        title="held-out gain over the starting model (eval: over the baseline): paired on the same prompts, 95% bootstrap interval"
+    )
+    for col in ("stage", "metric", "n", "gain [95% CI]", "p", "verdict"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -19,6 +19,9 @@ metric                  meaning                                                 
                         reference is the model the stage started from (eval: its baseline)
 ``eval/mean_length``    mean tokens in the greedy completions (EOS included)                         as eval/kl_to_ref
 ``baseline/<metric>``   the same metric for the model the stage started from (eval: the baseline)   all of the above
+``eval/delta/<metric>`` ``eval/<metric>`` minus ``baseline/<metric>`` on the same prompts or pairs,      every reward and pair
+                        with ``/ci_low``, ``/ci_high`` (95% paired bootstrap over prompts, 2,000       accuracy with both sides
+                        seeded resamples), ``/p_value`` (sign-flip test), ``/n``, ``/n_needed``
 ======================  ==========================================================================  =========================
 
 The KL is exact at each visited position (a sum over the vocabulary, not a sampled log-ratio), so
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlft.evaluation.statistics import paired_bootstrap
 from rlft.reward_refs import require_columns
 
 
@@ -161,7 +165,12 @@ def _completion_logprobs(model, ids, mask, position_ids, n_new: int):
 
 
 def preference_accuracy(model, tok, pairs, *, batch_size: int = 8) -> float:
-    """Share of pairs whose chosen answer gets a higher mean token log-probability than the rejected one.
+    """Share of pairs whose chosen answer gets a higher mean token log-probability than the rejected one."""
+    return statistics.fmean(preference_wins(model, tok, pairs, batch_size=batch_size))
+
+
+def preference_wins(model, tok, pairs, *, batch_size: int = 8) -> list[float]:
+    """Per pair: 1.0 when the chosen answer gets the higher mean token log-probability, 0.5 for a tie, else 0.0.
 
     ``pairs`` has the canonical shape of ``rlft.data.preference.normalise_preference`` (prompt messages, one-message
     chosen and rejected). Mean, not sum, so that a shorter answer is not preferred for its length. Ties count half.
@@ -191,8 +200,7 @@ def preference_accuracy(model, tok, pairs, *, batch_size: int = 8) -> float:
                 n = int(enc["attention_mask"][j].sum())
                 span = logp[j, max(start - 1, 0) : n - 1]
                 scores.append(float(span.mean()) if span.numel() else float("-inf"))
-    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(scores[0::2], scores[1::2], strict=True)]
-    return statistics.fmean(wins)
+    return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(scores[0::2], scores[1::2], strict=True)]
 
 
 @dataclass
@@ -269,6 +277,18 @@ class Scorecard:
             metrics[f"{prefix}/reward/{r.reward.__name__}"] = statistics.fmean(applicable) if applicable else float("nan")
         self.samples[prefix] = gen
         return metrics
+
+    def deltas(self, before: str = "baseline", after: str = "eval", *, seed: int = 0) -> dict[str, float]:
+        """``{after}/delta/reward/<name>`` with its interval: ``after`` minus ``before`` on the same prompts, per reward.
+
+        A paired percentile bootstrap over prompts (``rlft.evaluation.statistics``): ``.../ci_low``, ``/ci_high``,
+        ``/p_value``, ``/n`` (prompts both sides were scored on), ``/n_needed`` (prompts that would separate this effect).
+        """
+        out: dict[str, float] = {}
+        for name, values in self.scores.get(after, {}).items():
+            if name in self.scores.get(before, {}):
+                out.update(paired_bootstrap(self.scores[before][name], values, seed=seed).metrics(f"{after}/delta/reward/{name}"))
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         out = []

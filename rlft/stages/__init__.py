@@ -1,4 +1,14 @@
-"""One module per stage kind, each exposing ``run(cfg, ctx) -> StageResult``."""
+"""One module per stage kind, each exposing ``run(cfg, ctx) -> StageResult``.
+
+Every stage module reads in the same order: data (``inputs.load_split``) -> rewards, checked against the
+data's columns before any model loads -> the starting model -> the TRL config (``trl_config``) and the rows'
+lengths -> the held-out scorecard of the starting model (``heldout.begin_scorecard``) -> the trainer ->
+train (``train_loop``) -> the metrics, where a figure the trainer did not report is NaN
+(``train_loop.held_out_metrics``) -> save (``saving``) -> the scorecard of the saved model with the paired
+differences (``heldout.end_scorecard``) -> ``StageResult``. What only stages share lives beside them:
+``context``, ``inputs``, ``trl_config``, ``heldout``, ``train_loop``, ``progress``, ``saving``, ``guards``,
+``merging``, ``classification``.
+"""
 
 import importlib
 

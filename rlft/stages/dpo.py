@@ -33,7 +33,7 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
     model, tok = load_start_model(ctx, cfg)
     args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
-    card, baseline = begin_scorecard(cfg, ctx, test, model, tok)
+    held, baseline = begin_scorecard(cfg, ctx, test, model, tok)
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, model=model)
     )
@@ -47,5 +47,5 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(baseline)
-    metrics.update(end_scorecard(card, cfg, ctx, path, test))
+    metrics.update(end_scorecard(held, cfg, ctx, path, test))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

@@ -57,6 +57,8 @@ def run(cfg: EvalStage, ctx: StageContext) -> StageResult:
     metrics.update(card.score(model, tok, "eval", ref=baseline_model))
     metrics.update(guards.score(model, tok, "eval"))
     metrics.update(guards.differences(metrics))
+    metrics.update(card.deltas(seed=ctx.seed_for(cfg)))  # eval/delta/reward/<name>: model minus baseline, with its interval
+    metrics.update(guards.intervals(seed=ctx.seed_for(cfg)))
     ctx.notes.models = {"eval": under_test or "base", **({"baseline": cfg.baseline} if cfg.baseline else {})}
     card.write_samples(ctx.paths.samples, ctx.tracker)
     guards.write_samples(ctx)

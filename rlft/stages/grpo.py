@@ -33,16 +33,16 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     import trl
 
     train, test = load_split(cfg, ctx, required=cfg.required_columns)
-    model, tok = load_start_model(ctx, cfg)
     label = ctx.notes.data["train"]
     rewards = ctx.resolve_rewards(cfg.rewards, columns=train.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
+    model, tok = load_start_model(ctx, cfg)
     args = trl_config_for(
         cfg.model_copy(update={"trl": {"reward_weights": [r.weight for r in rewards], **cfg.trl}}),
         str(ctx.paths.trainer),
         report_to=ctx.tracker.report_to,
         seed=ctx.seed_for(cfg),
     )
-    card, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
+    held, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
     trainer = getattr(trl, trainer_name)(
         model=model,
         reward_funcs=[r.reward for r in rewards],
@@ -63,5 +63,5 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(baseline)
-    metrics.update(end_scorecard(card, cfg, ctx, path))
+    metrics.update(end_scorecard(held, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

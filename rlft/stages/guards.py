@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from rlft.errors import CheckFailed, RlftError
 from rlft.evaluation.scorecard import Scorecard
+from rlft.evaluation.statistics import paired_bootstrap
 from rlft.layout import StageLayout
 from rlft.stages.context import StageNotes
 
@@ -88,6 +89,14 @@ class Guards:
         if "baseline/probe/general/accuracy" in metrics and "probe/general/accuracy" in metrics:
             out["probe/general/change"] = metrics["probe/general/accuracy"] - metrics["baseline/probe/general/accuracy"]
         return out
+
+    def intervals(self, seed: int = 0) -> dict[str, float]:
+        """The interval of ``probe/general/change`` (``/ci_low``, ``/ci_high``, ``/p_value``, ``/n``): a paired bootstrap over probe items."""
+        scores = self.probe.scores if self.probe is not None else {}
+        if not {"baseline", "eval"} <= set(scores):
+            return {}
+        change = paired_bootstrap(scores["baseline"][PROBE_REWARD], scores["eval"][PROBE_REWARD], seed=seed).metrics("probe/general/change")
+        return {k: v for k, v in change.items() if k != "probe/general/change"}  # the change itself: differences()
 
     def write_samples(self, ctx) -> None:
         if self.train is not None:

@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+import statistics
+from dataclasses import dataclass, field
 
 from rlft.distributed import is_main_process
+from rlft.evaluation.scorecard import Scorecard
+from rlft.evaluation.statistics import paired_bootstrap
 from rlft.stages.context import StageContext
 
+PAIRS = {"chosen", "rejected"}
 
-def begin_scorecard(cfg, ctx: StageContext, held_out, model, tok, rewards: list | None = None) -> tuple[Any, dict]:
+
+@dataclass
+class HeldOut:
+    """What a training stage scores on its held-out rows: generations (``card``) and, for pairs, per-pair wins by model."""
+
+    card: Scorecard | None = None
+    pair_wins: dict[str, list[float]] = field(default_factory=dict)  # "baseline" / "eval" -> 1, 0.5 or 0 per pair
+
+    def deltas(self, seed: int = 0) -> dict[str, float]:
+        """``eval/delta/...`` for every held-out figure both models have: rewards per prompt, accuracy per pair."""
+        out = self.card.deltas(seed=seed) if self.card is not None else {}
+        if {"baseline", "eval"} <= set(self.pair_wins):
+            out.update(paired_bootstrap(self.pair_wins["baseline"], self.pair_wins["eval"], seed=seed).metrics("eval/delta/accuracy"))
+        return out
+
+
+def begin_scorecard(cfg, ctx: StageContext, held_out, model, tok, rewards: list | None = None) -> tuple[HeldOut, dict]:
     """Build the stage's held-out scorecard and score the starting ``model`` (``baseline/...``).
 
     ``rewards`` are the stage's resolved rewards (``scorecard.rewards`` wins when set). Returns
-    ``(card, metrics)``; the card is None when the held-out rows have no prompts or ``scorecard.prompts`` is 0.
+    ``(held, metrics)``; ``held.card`` is None when the held-out rows have no prompts or ``scorecard.prompts`` is 0.
     """
-    from rlft.evaluation.scorecard import Scorecard, preference_accuracy, prompts_of
+    from rlft.evaluation.scorecard import preference_wins, prompts_of
 
     spec = cfg.scorecard
     metrics: dict[str, float] = {}
+    held = HeldOut()
     if not is_main_process():  # generation is not split across ranks: the main process scores
-        return None, metrics
-    if spec.baseline and {"chosen", "rejected"} <= set(held_out.column_names):
-        metrics["baseline/accuracy"] = preference_accuracy(model, tok, held_out)
+        return held, metrics
+    if spec.baseline and PAIRS <= set(held_out.column_names):
+        held.pair_wins["baseline"] = preference_wins(model, tok, held_out)
+        metrics["baseline/accuracy"] = statistics.fmean(held.pair_wins["baseline"])
     if not spec.prompts or prompts_of(held_out) is None:
-        return None, metrics
+        return held, metrics
     if spec.rewards is not None:
         rewards = ctx.resolve_rewards(spec.rewards)
     card = Scorecard.from_rows(
@@ -37,26 +59,29 @@ def begin_scorecard(cfg, ctx: StageContext, held_out, model, tok, rewards: list 
     if spec.baseline:
         print(f"[{cfg.name}] scorecard: {len(card.prompts)} held-out prompts, starting model ...", flush=True)
         metrics.update(card.score(model, tok, "baseline"))
-    return card, metrics
+    held.card = card
+    return held, metrics
 
 
-def end_scorecard(card, cfg, ctx: StageContext, model_path: str, held_out=None) -> dict:
-    """Score the saved model (``eval/...``) against the model it started from; write ``samples.jsonl``."""
-    from rlft.evaluation.scorecard import preference_accuracy
+def end_scorecard(held: HeldOut, cfg, ctx: StageContext, model_path: str, held_out=None) -> dict:
+    """Score the saved model (``eval/...``) against the model it started from, with the paired differences
+    (``eval/delta/...``, see ``rlft.evaluation.scorecard``); write ``samples.jsonl``."""
+    from rlft.evaluation.scorecard import preference_wins
     from rlft.models import load_causal_lm, load_tokenizer
 
     metrics: dict[str, float] = {}
-    if not is_main_process():
-        return metrics
-    if card is None and (held_out is None or not {"chosen", "rejected"} <= set(held_out.column_names)):
+    pairs = held_out is not None and PAIRS <= set(held_out.column_names)
+    if not is_main_process() or (held.card is None and not pairs):
         return metrics
     tok = load_tokenizer(model_path)
     model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code)
-    if held_out is not None and {"chosen", "rejected"} <= set(held_out.column_names):
-        metrics["eval/accuracy"] = preference_accuracy(model, tok, held_out)
-    if card is not None:
-        print(f"[{cfg.name}] scorecard: {len(card.prompts)} held-out prompts, trained model ...", flush=True)
+    if pairs:
+        held.pair_wins["eval"] = preference_wins(model, tok, held_out)
+        metrics["eval/accuracy"] = statistics.fmean(held.pair_wins["eval"])
+    if held.card is not None:
+        print(f"[{cfg.name}] scorecard: {len(held.card.prompts)} held-out prompts, trained model ...", flush=True)
         ref = load_causal_lm(ctx.model_ref(cfg.init_from), trust_remote_code=ctx.recipe.trust_remote_code)
-        metrics.update(card.score(model, tok, "eval", ref=ref))
-        card.write_samples(ctx.paths.samples, ctx.tracker)
+        metrics.update(held.card.score(model, tok, "eval", ref=ref))
+        held.card.write_samples(ctx.paths.samples, ctx.tracker)
+    metrics.update(held.deltas(seed=ctx.seed_for(cfg)))
     return metrics

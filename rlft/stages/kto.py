@@ -36,7 +36,7 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
     model, tok = load_start_model(ctx, cfg)
     args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
-    card, baseline = begin_scorecard(cfg, ctx, held_out, model, tok)
+    held, baseline = begin_scorecard(cfg, ctx, held_out, model, tok)
     trainer = KTOTrainer(
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, model=model)
     )
@@ -47,5 +47,5 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(baseline)
-    metrics.update(end_scorecard(card, cfg, ctx, path, held_out))
+    metrics.update(end_scorecard(held, cfg, ctx, path, held_out))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

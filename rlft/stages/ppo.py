@@ -69,7 +69,7 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     set_seed(args.seed)  # LoRA and value-head initialisation
     model, tok = load_start_model(ctx, cfg)
-    card, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
+    held, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
     value_model = None
     if args.critic == "separate":
         start, why = critic_start(rewards[0].reward, ctx.notes.start_model, tok)
@@ -120,5 +120,5 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     trainer.critic.save(ctx.paths.value_model, tok)
     ctx.notes.value_model = StageLayout.VALUE_MODEL  # relative to the stage folder
     metrics.update(baseline)
-    metrics.update(end_scorecard(card, cfg, ctx, path))
+    metrics.update(end_scorecard(held, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

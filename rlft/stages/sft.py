@@ -37,7 +37,7 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
     model, tok = load_start_model(ctx, cfg)
     args = trl_config_for(cfg, str(ctx.paths.trainer), report_to=ctx.tracker.report_to, seed=ctx.seed_for(cfg))
     check_row_lengths(cfg, ctx, train, tok, args)
-    card, baseline = begin_scorecard(cfg, ctx, test, model, tok)
+    held, baseline = begin_scorecard(cfg, ctx, test, model, tok)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -52,5 +52,5 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(baseline)
-    metrics.update(end_scorecard(card, cfg, ctx, path))
+    metrics.update(end_scorecard(held, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)
