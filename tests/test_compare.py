@@ -154,7 +154,9 @@ def test_api_source_gives_the_local_table(two_runs, api):
     local = json.loads(render(load_rows(["lr-low", "lr-high"], two_runs), "json"))
     online_rows = load_rows_api(["lr-low", "lr-high"], api, "rlft-test")
     assert api.queries == [("team/rlft-test", {"group": "lr-low"}), ("team/rlft-test", {"group": "lr-high"})]
-    assert json.loads(render(online_rows, "json")) == local  # same rows, same figures, same best; unfinished run left out
+    # same rows, same figures, same best; unfinished run left out. The API holds no samples: no paired differences.
+    paired = local.pop("paired")
+    assert json.loads(render(online_rows, "json")) == {**local, "paired": []} and paired
     assert all(not k.startswith("_") for r in online_rows for k in r.metrics)
     rl = next(r for r in online_rows if r.run == "lr-high" and r.stage == "rl")
     assert rl.source.startswith("wandb:team/rlft-test/") and rl.kind == "grpo"
@@ -165,6 +167,29 @@ def test_api_source_gives_the_local_table(two_runs, api):
         load_rows_api(["nope"], api, "rlft-test")
     with pytest.raises(RlftError, match="has no finished stage 'ppo'"):
         load_rows_api(["lr-low/ppo"], api, "team/rlft-test")
+
+
+def test_paired_differences_between_runs_come_from_the_same_prompts(two_runs, capsys):
+    from rlft.analysis.compare import load_rows, paired_differences, render
+    from rlft.evaluation.statistics import paired_bootstrap
+
+    rows = load_rows(["lr-low", "lr-high"], two_runs)
+    paired = paired_differences(rows)
+    # the two runs held out the same rows in the same order: pair them line by line
+    low, high = (
+        [json.loads(line) for line in (two_runs / run / "rl" / "samples.jsonl").read_text().splitlines()] for run in ("lr-low", "lr-high")
+    )
+    assert [s["prompt"] for s in low] == [s["prompt"] for s in high] and low
+    expected = paired_bootstrap([s["eval_math_accuracy"] for s in low], [s["eval_math_accuracy"] for s in high])
+    rl = next(p for p in paired if p.stage == "rl" and p.metric == "reward/math_accuracy")
+    assert (rl.a, rl.b, rl.delta) == ("lr-low", "lr-high", expected)
+    data = json.loads(render(rows, "json"))
+    assert {"stage": "rl", "metric": "reward/math_accuracy", "a": "lr-low", "b": "lr-high", "delta/n": expected.n}.items() <= data[
+        "paired"
+    ][-1].items()
+    render(rows, "rich")
+    assert "paired on the same held-out prompts" in capsys.readouterr().out
+    assert "| rl | reward/math_accuracy | lr-low | lr-high |" in render(rows, "markdown") and "lr-low | lr-high" not in render(rows, "csv")
 
 
 def test_source_is_chosen_explicitly(monkeypatch):

@@ -112,7 +112,18 @@ def test_a_copy_ties_on_every_judged_prompt(three):
     same = pair(three, "A", "A2")
     assert three.completions["A2"] == three.completions["A"]
     assert (same.wins_a, same.wins_b, same.ties, same.not_judged, same.win_rate) == (0, 0, 4, 1, 0.5)
-    assert pair(three, "A2", "B") == PairResult("A2", "B", 5, 2, 1, 1, 1)
+    a2b = pair(three, "A2", "B")
+    assert (a2b.a, a2b.b, a2b.n, a2b.wins_a, a2b.wins_b, a2b.ties, a2b.not_judged) == ("A2", "B", 5, 2, 1, 1, 1)
+    assert (same.ci_low, same.ci_high) == (0.5, 0.5)  # every judged prompt a tie: no uncertainty about 0.5
+
+
+def test_win_rate_interval_is_a_bootstrap_over_the_judged_prompts(three):
+    from rlft.evaluation.statistics import bootstrap_mean
+
+    ab = pair(three, "A", "B")  # judged: win, win, loss, tie
+    expected = bootstrap_mean([1.0, 1.0, 0.0, 0.5])
+    assert (ab.ci_low, ab.ci_high) == (expected.ci_low, expected.ci_high) and ab.ci_low < 0.5 < ab.ci_high
+    assert (PairResult.tally("a", "b", [1.0] * 30, [0.0] * 30).ci_low, PairResult.tally("a", "b", [None], [None]).ci_low) == (1.0, None)
 
 
 def test_judges_add_up_and_none_is_left_out(setup):
@@ -153,7 +164,8 @@ def test_rendering(three):
     rows = list(csv.reader(io.StringIO(render_winrates(three, "csv"))))
     assert rows[0] == list(HEAD)
     assert [r[:2] for r in rows[1:]] == [["A", "B"], ["A", "A2"], ["B", "A"], ["B", "A2"], ["A2", "A"], ["A2", "B"]]
-    assert rows[1] == ["A", "B", "5", "4", "2", "1", "1", "1", "0.625", "0.5", "0.25"]
+    ab = pair(three, "A", "B")
+    assert rows[1] == ["A", "B", "5", "4", "2", "1", "1", "1", "0.625", f"{ab.ci_low:.4g}", f"{ab.ci_high:.4g}", "0.5", "0.25"]
 
     markdown = render_winrates(three, "markdown").splitlines()
     assert len(markdown) == 8 and markdown[2].startswith("| A | B | 5 | 4 | 2 | 1 | 1 | 1 | 0.625 |")

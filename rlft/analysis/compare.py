@@ -23,6 +23,7 @@ from typing import Any
 
 from rlft.analysis.tables import Column, Table, sig4_whole, write_table
 from rlft.errors import RlftError
+from rlft.evaluation.statistics import PairedDelta, paired_bootstrap
 from rlft.layout import RunLayout
 
 # column -> (metric, which way is better: +1 higher, -1 lower, 0 no direction)
@@ -190,9 +191,85 @@ def best_per_column(rows: list[Row], cols: dict[str, tuple[str, int]]) -> dict[s
     return best
 
 
+@dataclass
+class Paired:
+    """Run ``b`` against run ``a`` (the first run compared) at one stage and one held-out reward, on the prompts both scored."""
+
+    stage: str
+    metric: str
+    a: str
+    b: str
+    delta: PairedDelta
+
+    @property
+    def verdict(self) -> str:
+        d = self.delta
+        if d.n == 0:
+            return "no prompt scored by both"
+        if d.separable:
+            return "significant: b better" if d.delta > 0 else "significant: b worse"
+        more = f"; ~{d.n_needed} prompts would separate this effect" if d.n_needed and d.n_needed > d.n else ""
+        return f"not separable at this sample size{more}"
+
+
+def _samples(row: Row) -> dict[str, dict] | None:
+    """A stage's held-out samples by prompt and occurrence (its ``samples.jsonl``), or None when the run folder has none."""
+    if row.run_dir is None:
+        return None
+    path = RunLayout(Path(row.run_dir)).stage(row.stage).samples
+    if not path.exists():
+        return None
+    out: dict[str, dict] = {}
+    seen: dict[str, int] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            sample = json.loads(line)
+            prompt = json.dumps(sample["prompt"], sort_keys=True)
+            seen[prompt] = seen.get(prompt, 0) + 1  # a prompt held out twice is two prompts: its 1st, its 2nd, ...
+            out[f"{seen[prompt]}:{prompt}"] = sample
+    return out
+
+
+def paired_differences(rows: list[Row], *, seed: int = 0) -> list[Paired]:
+    """Every run against the first run, stage by stage, per held-out reward, paired on the same prompts.
+
+    The per-prompt scores come from each stage's ``samples.jsonl`` (the ``eval_<reward>`` columns: the model the
+    stage made); prompts are matched by content, so two runs with other held-out sets compare on what they share.
+    A paired percentile bootstrap over those prompts gives the interval (``rlft.evaluation.statistics``).
+    """
+    out = []
+    for stage in dict.fromkeys(r.stage for r in rows):
+        group = [(r, _samples(r)) for r in rows if r.stage == stage]
+        group = [(r, s) for r, s in group if s is not None]
+        if len(group) < 2:
+            continue
+        (ref, ref_samples), rest = group[0], group[1:]
+        for other, samples in rest:
+            common = [k for k in ref_samples if k in samples]
+            names = [k.removeprefix("eval/reward/") for k in ref.metrics if k.startswith("eval/reward/") and k in other.metrics]
+            for name in names:
+                a = [ref_samples[k].get(f"eval_{name}") for k in common]
+                b = [samples[k].get(f"eval_{name}") for k in common]
+                out.append(Paired(stage, f"reward/{name}", ref.run, other.run, paired_bootstrap(a, b, seed=seed)))
+    return out
+
+
+def _paired_table(paired: list[Paired]) -> Table:
+    return Table(
+        columns=[Column(h) for h in ("stage", "metric", "a", "b", "n", "b - a", "ci_low", "ci_high", "p_value", "verdict")],
+        rows=[
+            [p.stage, p.metric, p.a, p.b, p.delta.n, p.delta.delta, p.delta.ci_low, p.delta.ci_high, p.delta.p_value, p.verdict]
+            for p in paired
+        ],
+        title="paired on the same held-out prompts: run b minus run a, 95% bootstrap interval",
+    )
+
+
 def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
-    """Print (rich) or return the table as csv, markdown or json text."""
+    """Print (rich) or return the tables as csv, markdown or json text: the scorecard by run and stage, then the runs'
+    paired differences (rich and markdown: a second table; json: the ``paired`` list; csv: the scorecard only)."""
     cols = columns_for(rows)
+    paired = paired_differences(rows) if fmt != "csv" else []
     best = best_per_column(rows, cols)
     table = Table(
         columns=[Column("run"), Column("stage"), Column("kind"), *[Column(name, format=sig4_whole) for name in cols]],
@@ -207,6 +284,16 @@ def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
         json_head={
             "columns": {name: {"metric": key, "better": {1: "higher", -1: "lower", 0: None}[d]} for name, (key, d) in cols.items()},
             "best": best,
+            **({"paired": [{**_paired_record(p)} for p in paired]} if fmt == "json" else {}),
         },
     )
-    return write_table(table, fmt, console)
+    text = write_table(table, fmt, console)
+    if paired and fmt in ("rich", "markdown"):
+        second = write_table(_paired_table(paired), fmt, console)
+        return None if second is None else text + "\n" + second
+    return text
+
+
+def _paired_record(p: Paired) -> dict[str, Any]:
+    d = p.delta
+    return {"stage": p.stage, "metric": p.metric, "a": p.a, "b": p.b, **d.metrics("delta"), "verdict": p.verdict}

@@ -40,12 +40,27 @@ from typing import Any
 
 from rlft.analysis.tables import Column, Table, cell, write_table
 from rlft.errors import RlftError
+from rlft.evaluation.statistics import bootstrap_mean
 from rlft.layout import RunLayout
 from rlft.models import is_model_dir
 
 MODEL_JUDGE_PREFIX = "model:"
 # csv, markdown and json: one row per ordered pair of models
-HEAD = ("model_a", "model_b", "prompts", "judged", "wins_a", "wins_b", "ties", "not_judged", "win_rate_a", "mean_score_a", "mean_score_b")
+HEAD = (
+    "model_a",
+    "model_b",
+    "prompts",
+    "judged",
+    "wins_a",
+    "wins_b",
+    "ties",
+    "not_judged",
+    "win_rate_a",
+    "win_rate_a_ci_low",
+    "win_rate_a_ci_high",
+    "mean_score_a",
+    "mean_score_b",
+)
 
 
 @dataclass
@@ -59,6 +74,8 @@ class PairResult:
     wins_b: int
     ties: int
     not_judged: int  # prompts where either score is None
+    ci_low: float | None = None  # 95% bootstrap interval of the win rate over the judged prompts
+    ci_high: float | None = None
 
     @classmethod
     def tally(cls, a: str, b: str, scores_a: list[float | None], scores_b: list[float | None]) -> PairResult:
@@ -66,7 +83,18 @@ class PairResult:
         judged = [(x, y) for x, y in zip(scores_a, scores_b, strict=True) if x is not None and y is not None]
         wins_a = sum(x > y for x, y in judged)
         wins_b = sum(x < y for x, y in judged)
-        return cls(a, b, len(scores_a), wins_a, wins_b, len(judged) - wins_a - wins_b, len(scores_a) - len(judged))
+        interval = bootstrap_mean([1.0 if x > y else 0.0 if x < y else 0.5 for x, y in judged]) if judged else None
+        return cls(
+            a,
+            b,
+            len(scores_a),
+            wins_a,
+            wins_b,
+            len(judged) - wins_a - wins_b,
+            len(scores_a) - len(judged),
+            interval.ci_low if interval else None,
+            interval.ci_high if interval else None,
+        )
 
     @property
     def judged(self) -> int:
@@ -258,21 +286,29 @@ def render_winrates(result: WinrateResult, fmt: str = "rich", console=None) -> s
         table = Table(
             columns=[
                 *[Column(h, no_wrap=True) for h in ("A", "B")],
-                *[Column(h, justify="right") for h in ("A win rate", "A wins", "B wins", "ties", "not judged")],
+                *[Column(h, justify="right") for h in ("A win rate", "95% CI", "A wins", "B wins", "ties", "not judged")],
             ],
-            rows=[[p.a, p.b, p.win_rate, p.wins_a, p.wins_b, p.ties, p.not_judged] for p in result.pairs],
+            rows=[[p.a, p.b, p.win_rate, _interval(p), p.wins_a, p.wins_b, p.ties, p.not_judged] for p in result.pairs],
             title=f"pairwise win rates on {len(result.prompts)} prompts, judge {' + '.join(result.judge)}",
-            caption=f"mean score: {shown}\nties count half; not judged: a score is None",
+            caption=f"mean score: {shown}\nties count half; not judged: a score is None; 95% CI: bootstrap over the judged prompts",
             blank="-",
         )
     else:
         table = Table(
             columns=[Column(h) for h in HEAD],
             rows=[
-                [p.a, p.b, p.n, p.judged, p.wins_a, p.wins_b, p.ties, p.not_judged, p.win_rate, means[p.a], means[p.b]]
+                [p.a, p.b, p.n, p.judged, p.wins_a, p.wins_b, p.ties, p.not_judged, p.win_rate, p.ci_low, p.ci_high, means[p.a], means[p.b]]
                 for p in result.pairs
             ],
             json_head={"judge": result.judge, "prompts": len(result.prompts), "models": {k: {"mean_score": v} for k, v in means.items()}},
             json_rows="pairs",
         )
     return write_table(table, fmt, console)
+
+
+def _interval(p: PairResult) -> str | None:
+    """``[0.45, 0.58]``; a win rate whose interval excludes 0.5 is a real preference, marked ``*``."""
+    if p.ci_low is None or p.ci_high is None:
+        return None
+    mark = " *" if p.ci_low > 0.5 or p.ci_high < 0.5 else ""
+    return f"[{p.ci_low:.2f}, {p.ci_high:.2f}]{mark}"
