@@ -89,7 +89,7 @@ def test_gains_table_marks_a_significant_gain_and_says_when_a_difference_is_not_
     Console(file=out, width=250).print(gains_table(stages))
     text = out.getvalue()
     assert f"+0.750 [{big.ci_low:+.3f}, {big.ci_high:+.3f}]" in text
-    assert big.ci_low > 0 and "significant gain" in text and "200" in text
+    assert big.ci_low > 0 and "significant gain" in text and "200" in text and "<0.001" in text
     assert small.ci_low < 0 < small.ci_high and "not separable at this sample size" in text
     assert f"~{small.n_needed} would separate this effect" in text
     assert gains_table([{"name": "a", "kind": "sft", "metrics": {"eval/loss": 1.0}}]) is None

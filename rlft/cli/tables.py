@@ -88,7 +88,7 @@ def gains_table(stages: list[dict]):
                     name,
                     f"{n:.0f}" if n is not None else "",
                     f"{m[key]:+.3f} [{low:+.3f}, {high:+.3f}]",
-                    _num(m.get(f"{key}/p_value")),
+                    _p(m.get(f"{key}/p_value")),
                     verdict(m, key),
                 )
             )
@@ -123,6 +123,11 @@ def guards_table(stages: list[dict]):
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _p(v) -> str:
+    """A p-value as people read it: ``p<0.001`` rather than ``0.000``."""
+    return "" if v is None else "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
 def _num(v) -> str:
