@@ -93,6 +93,10 @@ def test_gains_table_marks_a_significant_gain_and_says_when_a_difference_is_not_
     assert small.ci_low < 0 < small.ci_high and "not separable at this sample size" in text
     assert f"~{small.n_needed} would separate this effect" in text
     assert gains_table([{"name": "a", "kind": "sft", "metrics": {"eval/loss": 1.0}}]) is None
+    same = paired_bootstrap([1, 0, 1], [1, 0, 1]).metrics("eval/delta/reward/x")
+    out = StringIO()
+    Console(file=out, width=250).print(gains_table([{"name": "rl", "kind": "grpo", "metrics": same}]))
+    assert "no difference on any prompt" in out.getvalue() and "not separable" not in out.getvalue()
 
 
 def test_guards_table_shows_probe_gap_early_stopping_and_soup():

@@ -206,6 +206,8 @@ class Paired:
         d = self.delta
         if d.n == 0:
             return "no prompt scored by both"
+        if d.ci_low == d.ci_high == 0:
+            return "no difference on any prompt"
         if d.separable:
             return "significant: b better" if d.delta > 0 else "significant: b worse"
         more = f"; ~{d.n_needed} prompts would separate this effect" if d.n_needed and d.n_needed > d.n else ""

@@ -62,6 +62,8 @@ def verdict(m: dict, key: str) -> str:
     low, high = m.get(f"{key}/ci_low"), m.get(f"{key}/ci_high")
     if low is None or high is None or low != low or high != high:  # NaN: nothing was scored on both sides
         return "no prompt scored on both sides"
+    if low == high == 0:
+        return "no difference on any prompt"
     if low > 0 or high < 0:
         return "significant gain" if low > 0 else "significant loss"
     needed, n = m.get(f"{key}/n_needed"), m.get(f"{key}/n")
