@@ -50,6 +50,8 @@ class StageBase(Strict):
     stops_on_reward: ClassVar[bool] = False
     # How this kind keeps a model near where it started (the fix of a forgetting failure); {s}: the stage name.
     stay_close: ClassVar[str] = "train a LoRA adapter (stages.{s}.peft.lora) instead of every weight"
+    # What the trainer logs that the stage reports as train/<key> (its last value); rewards add their own means.
+    train_log_keys: ClassVar[tuple[str, ...]] = ()
 
     def early_stopping_metrics(self) -> list[str]:
         """The metrics this stage can stop on (its default first); empty for kinds without early stopping."""
@@ -109,6 +111,7 @@ class SFTStage(TrainStage):
     kind: Literal["sft"]
     trl_config: ClassVar[str] = "SFTConfig"
     stop_metrics: ClassVar[dict[str, tuple[str, bool]]] = {"eval/loss": LOSS, "eval/accuracy": ("eval_mean_token_accuracy", True)}
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss", "mean_token_accuracy", "num_tokens")
     required_columns: ClassVar[tuple[str, ...]] = ()
 
 
@@ -117,6 +120,7 @@ class GRPOStage(TrainStage):
     rewards: list[RewardRef] = Field(min_length=1)
     trl_config: ClassVar[str] = "GRPOConfig"
     stops_on_reward: ClassVar[bool] = True
+    train_log_keys: ClassVar[tuple[str, ...]] = ("reward", "reward_std", "kl", "completions/mean_length")
     stay_close: ClassVar[str] = "raise stages.{s}.trl.beta (its KL coefficient; TRL's default is 0)"
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
@@ -133,6 +137,15 @@ class PPOStage(GRPOStage):
     kind: Literal["ppo"]
     trl_config: ClassVar[str] = "rlft.ppo:PPOConfig"
     stay_close: ClassVar[str] = "raise stages.{s}.trl.kl_coef"
+    train_log_keys: ClassVar[tuple[str, ...]] = (
+        "reward",
+        "reward_std",
+        "kl",
+        "entropy",
+        "completions/mean_length",
+        "ppo/explained_variance",
+        "ppo/kl_coef",
+    )
 
     @model_validator(mode="after")
     def _no_dropout(self):
@@ -147,6 +160,8 @@ class PPOStage(GRPOStage):
 class PairStage(TrainStage):
     """A stage trained on preference pairs, with a held-out split it reports on."""
 
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss", "rewards/accuracies", "rewards/margins")
+
     required_columns: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
 
 
@@ -156,6 +171,7 @@ class RewardModelStage(PairStage):
     kind: Literal["reward_model"]
     trl_config: ClassVar[str] = "RewardConfig"
     stop_metrics: ClassVar[dict[str, tuple[str, bool]]] = {"eval/loss": LOSS, "eval/accuracy": ("eval_accuracy", True)}
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "margin")
     makes_policy: ClassVar[bool] = False
 
 
@@ -191,6 +207,7 @@ class KTOStage(PairStage):
     kind: Literal["kto"]
     trl_config: ClassVar[str] = "KTOConfig"
     stop_metrics: ClassVar[dict[str, tuple[str, bool]]] = {"eval/loss": LOSS}
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss", "rewards/margins")
     stay_close: ClassVar[str] = "raise stages.{s}.trl.beta (keeps it closer to its reference)"
     required_columns: ClassVar[tuple[str, ...]] = ()
 
@@ -211,6 +228,7 @@ class ClassifierStage(TrainStage):
         "eval/accuracy": ("eval_accuracy", True),
         "eval/macro_f1": ("eval_macro_f1", True),
     }
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss",)
     required_columns: ClassVar[tuple[str, ...]] = ("text", "label")
     makes_policy: ClassVar[bool] = False
 

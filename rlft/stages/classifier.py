@@ -94,7 +94,7 @@ def run(cfg: ClassifierStage, ctx: StageContext) -> StageResult:
         compute_metrics=scores,
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.scorecard.baseline, ctx=ctx)
-    metrics.update(final_train_metrics(trainer.state.log_history, ["loss"]))
+    metrics.update(final_train_metrics(trainer.state.log_history, cfg.train_log_keys))
     metrics.update(held_out_metrics(before, after, {key: f"eval_{key}" for key in ("accuracy", "loss", "macro_f1")}))
     metrics["eval/n"] = len(test)
     ctx.notes.labels = {

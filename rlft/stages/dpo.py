@@ -40,7 +40,7 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
     # DPO starts with the policy equal to its reference: every implicit reward is 0 and the loss is ln 2
     # by construction, so TRL's evaluation before training tells nothing (the scorecard's baseline does).
     before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.kind != "dpo", ctx=ctx)
-    metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/accuracies", "rewards/margins"]))
+    metrics.update(final_train_metrics(trainer.state.log_history, cfg.train_log_keys))
     implicit = {"implicit_accuracy": "eval_rewards/accuracies", "implicit_margin": "eval_rewards/margins"}
     metrics.update(held_out_metrics(before, after, {"loss": "eval_loss"}, after_only=implicit))
     metrics["eval/n_pairs"] = len(test)

@@ -56,7 +56,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     stopping = watch_rewards(trainer, cfg, ctx, test, tok, rewards)  # None when the stage has no early_stopping
     output = train_resumable(trainer, cfg)
 
-    keys = ["reward", "reward_std", "kl", "completions/mean_length"] + [f"rewards/{r.reward.__name__}/mean" for r in rewards]
+    keys = [*cfg.train_log_keys, *(f"rewards/{r.reward.__name__}/mean" for r in rewards)]
     metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
     metrics.update(final_train_metrics(trainer.state.log_history, keys))
     metrics.update(stopping.metrics if stopping else {})

@@ -41,7 +41,7 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
         model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=tok, peft_config=lora_config(cfg, model=model)
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, ctx=ctx)
-    metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "rewards/margins"]))
+    metrics.update(final_train_metrics(trainer.state.log_history, cfg.train_log_keys))
     metrics.update(held_out_metrics(before, after, {"loss": "eval_loss"}, after_only={"implicit_margin": "eval_rewards/margins"}))
     metrics["eval/n_rows"] = len(test)
 

@@ -109,8 +109,7 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     )
     metrics = stopping.finish(output.global_step, trainer.max_steps) if stopping else {}  # the best weights are back
 
-    keys = ["reward", "reward_std", "kl", "entropy", "completions/mean_length", "ppo/explained_variance", "ppo/kl_coef"]
-    keys += [f"rewards/{r.reward.__name__}/mean" for r in rewards]
+    keys = [*cfg.train_log_keys, *(f"rewards/{r.reward.__name__}/mean" for r in rewards)]
     metrics.update({**params, "params/critic_trainable": critic["params/trainable"]})
     metrics.update({"train/runtime_s": output.runtime_s, "train/steps": output.global_step})
     metrics.update(final_train_metrics(output.log_history, keys))

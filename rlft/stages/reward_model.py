@@ -56,7 +56,7 @@ def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
         peft_config=lora_config(cfg, "SEQ_CLS", model=model),
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, ctx=ctx)
-    metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "accuracy", "margin"]))
+    metrics.update(final_train_metrics(trainer.state.log_history, cfg.train_log_keys))
     metrics.update(
         held_out_metrics(before, after, {"accuracy": "eval_accuracy", "loss": "eval_loss"}, after_only={"margin": "eval_margin"})
     )

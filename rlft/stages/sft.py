@@ -47,7 +47,7 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
         peft_config=lora_config(cfg, model=model),
     )
     before, after, metrics = train_between_evaluations(trainer, cfg, before=cfg.scorecard.baseline, ctx=ctx)
-    metrics.update(final_train_metrics(trainer.state.log_history, ["loss", "mean_token_accuracy", "num_tokens"]))
+    metrics.update(final_train_metrics(trainer.state.log_history, cfg.train_log_keys))
     metrics.update(held_out_metrics(before, after, {"loss": "eval_loss", "accuracy": "eval_mean_token_accuracy"}))
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)

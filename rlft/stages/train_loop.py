@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from rlft.stages.context import StageContext
 from rlft.stages.progress import use_rlft_progress
@@ -50,7 +51,7 @@ def count_parameters(model) -> dict[str, int]:
     return {"params/total": total, "params/trainable": trainable}
 
 
-def final_train_metrics(log_history: list[dict], keys: list[str]) -> dict[str, float]:
+def final_train_metrics(log_history: list[dict], keys: Sequence[str]) -> dict[str, float]:
     """The last logged value of each key (and ``train/<key>``), skipping NaNs."""
     out = {}
     losses = [e["loss"] for e in log_history if isinstance(e.get("loss"), int | float)]
