@@ -176,6 +176,14 @@ def test_verdict_compares_the_soup_with_its_best_member(tmp_path, tiny_model):
     assert ctx.notes.merge["best_member"] == "a"
     assert merge._verdict({**scores, "eval/reward/r": 0.6}, ["a", "b", "c"], key, ctx)["soup_beats_members"] is True  # a tie counts
     assert merge._verdict({**scores, "eval/reward/r": float("nan")}, ["a", "b"], key, ctx) == {}  # nothing to compare
+    # with the per-prompt scores, the difference to the best member gets its paired interval
+    from rlft.evaluation.statistics import paired_bootstrap
+
+    per_prompt = {"eval": {"r": [1, 0, 1, 0, 0.5]}, "member/a": {"r": [1, 1, 1, 0, 0]}, "member/b": {"r": [0, 1, 0, 1, 0]}}
+    with_ci = merge._verdict(scores, ["a", "b", "c"], key, ctx, per_prompt=per_prompt, seed=3)
+    expected = paired_bootstrap([1, 1, 1, 0, 0], [1, 0, 1, 0, 0.5], seed=3)
+    assert (with_ci["soup_minus_best_member/ci_low"], with_ci["soup_minus_best_member/ci_high"]) == (expected.ci_low, expected.ci_high)
+    assert with_ci["soup_minus_best_member/n"] == 5 and with_ci["soup_minus_best_member"] == pytest.approx(-0.1)
 
 
 def test_a_path_member_is_part_of_the_fingerprint(two, tmp_path):
@@ -223,6 +231,7 @@ def test_pipeline_merges_compares_members_and_reruns_when_a_member_changes(tiny_
     best = max(m[f"member/a/{key}"], m[f"member/b/{key}"])
     assert m["soup_minus_best_member"] == pytest.approx(m[f"eval/{key}"] - best)
     assert m["soup_beats_members"] is (m["soup_minus_best_member"] >= 0)
+    assert m["soup_minus_best_member/ci_low"] <= m["soup_minus_best_member"] <= m["soup_minus_best_member/ci_high"], m
     manifest = json.loads((run_dir / "soup" / "manifest.json").read_text())
     assert [(x["label"], x["folder"], x["weight"]) for x in manifest["merge"]["members"]] == [
         ("a", str(run_dir / "a" / "model"), 0.25),

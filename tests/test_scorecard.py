@@ -108,7 +108,7 @@ def test_guards_table_shows_probe_gap_early_stopping_and_soup():
 
     stages = [
         {"name": "rl", "kind": "grpo", "metrics": {"early_stopping/best": 0.5, "early_stopping/stop_step": 18, "eval/loss": 1.0}},
-        {"name": "soup", "kind": "merge", "metrics": {"soup_minus_best_member": -0.1}},
+        {"name": "soup", "kind": "merge", "metrics": {"soup_minus_best_member": -0.1, "soup_minus_best_member/ci_low": -0.3}},
         {
             "name": "eval",
             "kind": "eval",
@@ -125,7 +125,7 @@ def test_guards_table_shows_probe_gap_early_stopping_and_soup():
     Console(file=out, width=200).print(guards_table(stages))
     text = out.getvalue()
     assert "0.520 -> 0.410" in text and "0.050 -> 0.250" in text and "-0.100" in text and "early_stopping/best" in text
-    assert "facts" not in text and "stop_step" not in text and "eval/loss" not in text
+    assert "facts" not in text and "stop_step" not in text and "eval/loss" not in text and "ci_low" not in text
     assert guards_table([{"name": "a", "kind": "sft", "metrics": {"eval/loss": 1.0}}]) is None
 
 

@@ -78,7 +78,7 @@ def gains_table(stages: list[dict]):
     rows = []
     for s in stages:
         m = s.get("metrics") or {}
-        for key in [k for k in m if k.startswith(("eval/delta/", "probe/general/change")) and k.count("/") == (3 if "reward/" in k else 2)]:
+        for key in [k for k in m if k.startswith(("eval/delta/", *PAIRED)) and not k.endswith(INTERVAL)]:
             name = key.removeprefix("eval/delta/").removeprefix("reward/")
             low, high = m.get(f"{key}/ci_low"), m.get(f"{key}/ci_high")
             if low is None:
@@ -114,7 +114,8 @@ def guards_table(stages: list[dict]):
     rows = []
     for s in stages:
         m = s.get("metrics") or {}
-        for key in sorted(k for k in m if k.startswith(GUARDS) and k.count("/") <= 2):  # not the probe's per-category keys
+        # not the probe's per-category keys, nor the intervals (the gains table shows those)
+        for key in sorted(k for k in m if k.startswith(GUARDS) and k.count("/") <= 2 and not k.endswith(INTERVAL)):
             before = m.get(f"baseline/{key}")
             rows.append((f"{s['name']} ({s['kind']})", key, f"{_num(before)} -> {_num(m[key])}" if before is not None else _num(m[key])))
     if not rows:
@@ -136,6 +137,8 @@ def _num(v) -> str:
     return "" if v is None else f"{v:.3f}"
 
 
+INTERVAL = ("/ci_low", "/ci_high", "/p_value", "/n", "/n_needed")  # the keys beside a paired difference
+PAIRED = ("probe/general/change", "soup_minus_best_member")  # differences with an interval that are not eval/delta/...
 SCORECARD = ("accuracy", "loss", "kl_to_ref", "mean_length")
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 
+from rlft.evaluation.statistics import paired_bootstrap
 from rlft.recipe import MergeStage
 from rlft.stages.context import StageContext, StageResult
 from rlft.stages.eval import prompt_card
@@ -57,17 +58,25 @@ def run(cfg: MergeStage, ctx: StageContext) -> StageResult:
         model = load_member(member, trust_remote_code=trust)
         metrics.update(card.score(model, load_tokenizer(member.tokenizer_from, trust_remote_code=trust), f"member/{label}"))
         del model
-    metrics.update(_verdict(metrics, list(distinct), f"reward/{card.rewards[0].reward.__name__}", ctx))
+    reward = card.rewards[0].reward.__name__
+    metrics.update(_verdict(metrics, list(distinct), f"reward/{reward}", ctx, per_prompt=card.scores, seed=ctx.seed_for(cfg)))
     card.write_samples(ctx.paths.samples, ctx.tracker)
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)
 
 
-def _verdict(metrics: dict, labels: list[str], key: str, ctx: StageContext) -> dict:
-    """``soup_minus_best_member`` and ``soup_beats_members`` on ``key``; none when the soup or no member has a score."""
+def _verdict(metrics: dict, labels: list[str], key: str, ctx: StageContext, per_prompt: dict | None = None, seed: int = 0) -> dict:
+    """``soup_minus_best_member`` and ``soup_beats_members`` on ``key`` (``reward/<name>``); none when the soup or no member
+    has a score. With ``per_prompt`` (the card's scores by prefix and reward), the difference gets its paired 95% interval
+    over the prompts: ``soup_minus_best_member/ci_low``, ``/ci_high``, ``/p_value``, ``/n``, ``/n_needed``."""
     scored = {label: metrics[f"member/{label}/{key}"] for label in labels if not math.isnan(metrics[f"member/{label}/{key}"])}
     soup = metrics[f"eval/{key}"]
     if not scored or math.isnan(soup):
         return {}
     best = max(scored, key=scored.get)
     ctx.notes.merge["best_member"] = best
-    return {"soup_minus_best_member": soup - scored[best], "soup_beats_members": soup >= scored[best]}
+    interval = {}
+    if per_prompt is not None:
+        reward = key.removeprefix("reward/")
+        paired = paired_bootstrap(per_prompt[f"member/{best}"][reward], per_prompt["eval"][reward], seed=seed)
+        interval = {k: v for k, v in paired.metrics("soup_minus_best_member").items() if k != "soup_minus_best_member"}
+    return {"soup_minus_best_member": soup - scored[best], "soup_beats_members": soup >= scored[best], **interval}
