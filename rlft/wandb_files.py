@@ -1,4 +1,4 @@
-"""Reading runs back: one shape for a W&B run, from the local ``run-<id>.wandb`` file.
+"""W&B run files read back: one shape for a W&B run, from the local ``run-<id>.wandb`` file.
 
 wandb 0.31 keeps an offline run's config, summary and history only inside ``run-<id>.wandb``. That
 file is a LevelDB-style log: a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks

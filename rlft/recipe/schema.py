@@ -1,9 +1,6 @@
-"""The recipe schema: typed, nested, frozen and strict; the only place defaults live.
-
-``load_recipe(path, overrides)`` reads YAML, applies dotted overrides (``stages.rl.trl.learning_rate=1e-6``;
-both in ``rlft.recipe.loading``), validates, and reports *every* problem at once as a
-``RecipeError`` naming the key path and the fix. ``check_recipe`` goes further (reward references,
-TRL's own config checks) and needs trl installed; ``rlft plan`` and ``rlft run`` call both.
+"""The recipe schema: one record per stage kind and the ``Recipe``; typed, nested, frozen and strict; the only place
+defaults live. Each stage class also carries the facts of its kind (TRL config class and rlft's defaults, required
+columns, early-stopping metrics, what it logs, how it stays near its start), so no other module keeps a per-kind table.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Setup every stage shares: context, results, starting model, progress, saving, metrics."""
+"""What a stage runs in and hands on: its context (recipe, run folder, earlier results, tracker, notes) and its result."""
 
 from __future__ import annotations
 
