@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rlft.errors import RlftError
-from rlft.layout import RunLayout
 
 
 class NullRun:
@@ -120,7 +119,7 @@ def start_stage_run(
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ["WANDB_LOG_MODEL"] = "false"  # checkpoints are saved by rlft, not uploaded
     os.environ.setdefault("WANDB_WATCH", "false")
-    RunLayout(run_dir).wandb.parent.mkdir(parents=True, exist_ok=True)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # wandb.init(dir=...) makes its wandb/ folder inside
     run = wandb.init(
         project=tracking.project,
         entity=tracking.entity,

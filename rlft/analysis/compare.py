@@ -23,7 +23,7 @@ from typing import Any
 
 from rlft.analysis.tables import Column, Table, sig4_whole, write_table
 from rlft.errors import RlftError
-from rlft.evaluation.statistics import PairedDelta, paired_bootstrap
+from rlft.evaluation.statistics import PairedDelta, paired_bootstrap, verdict
 from rlft.layout import RunLayout
 
 # column -> (metric, which way is better: +1 higher, -1 lower, 0 no direction)
@@ -204,14 +204,7 @@ class Paired:
     @property
     def verdict(self) -> str:
         d = self.delta
-        if d.n == 0:
-            return "no prompt scored by both"
-        if d.ci_low == d.ci_high == 0:
-            return "no difference on any prompt"
-        if d.separable:
-            return "significant: b better" if d.delta > 0 else "significant: b worse"
-        more = f"; ~{d.n_needed} prompts would separate this effect" if d.n_needed and d.n_needed > d.n else ""
-        return f"not separable at this sample size{more}"
+        return verdict(d.ci_low, d.ci_high, d.n, d.n_needed, gain="significant: b better", loss="significant: b worse")
 
 
 def _samples(row: Row) -> dict[str, dict] | None:

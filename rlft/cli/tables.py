@@ -57,23 +57,11 @@ def scorecard_table(stages: list[dict]):
     return table
 
 
-def verdict(m: dict, key: str) -> str:
-    """``significant`` when the 95% interval of ``key`` excludes 0, else how many prompts the observed effect would need."""
-    low, high = m.get(f"{key}/ci_low"), m.get(f"{key}/ci_high")
-    if low is None or high is None or low != low or high != high:  # NaN: nothing was scored on both sides
-        return "no prompt scored on both sides"
-    if low == high == 0:
-        return "no difference on any prompt"
-    if low > 0 or high < 0:
-        return "significant gain" if low > 0 else "significant loss"
-    needed, n = m.get(f"{key}/n_needed"), m.get(f"{key}/n")
-    more = f"; ~{needed:.0f} would separate this effect" if needed and n and needed > n else ""
-    return f"not separable at this sample size{more}"
-
-
 def gains_table(stages: list[dict]):
     """Each stage's held-out gain over the model it started from, paired on the same prompts, with its 95% interval."""
     from rich.table import Table
+
+    from rlft.evaluation.statistics import verdict  # here, not at the top: `rlft --help` imports this module
 
     rows = []
     for s in stages:
@@ -91,7 +79,7 @@ def gains_table(stages: list[dict]):
                     f"{n:.0f}" if n is not None else "",
                     f"{m[key]:+.3f} [{low:+.3f}, {high:+.3f}]",
                     _p(m.get(f"{key}/p_value")),
-                    verdict(m, key),
+                    verdict(low, high, n, m.get(f"{key}/n_needed")),
                 )
             )
     if not rows:

@@ -61,13 +61,14 @@ class PairedDelta:
         """The interval excludes 0 (False for n == 0, whose interval is NaN)."""
         return self.ci_low > 0 or self.ci_high < 0
 
-    def metrics(self, key: str) -> dict[str, float]:
+    def metrics(self, key: str, *, value: bool = True) -> dict[str, float]:
         """W&B/manifest keys: ``{key: delta, key/ci_low, key/ci_high, key/p_value, key/n, key/n_needed}``.
 
-        ``key/n_needed`` is left out when it is None (no effect, or too few prompts to estimate one).
+        ``key/n_needed`` is left out when it is None (no effect, or too few prompts to estimate one). ``value=False``:
+        the interval keys only, for a difference the caller reports itself.
         """
         out: dict[str, float] = {
-            key: self.delta,
+            **({key: self.delta} if value else {}),
             f"{key}/ci_low": self.ci_low,
             f"{key}/ci_high": self.ci_high,
             f"{key}/p_value": self.p_value,
@@ -256,3 +257,24 @@ def _format_p(p: float) -> str:
         return "<0.001"
     text = f"{p:.2g}"
     return f"={text}" if "." in text else f"={text}.0"
+
+
+def verdict(
+    ci_low: float | None,
+    ci_high: float | None,
+    n: float | None,
+    n_needed: float | None,
+    *,
+    gain: str = "significant gain",
+    loss: str = "significant loss",
+) -> str:
+    """What an interval of a difference says, in words: ``gain``/``loss`` when it excludes 0, an exact tie, or
+    ``not separable at this sample size`` with the prompts that would separate the observed effect."""
+    if ci_low is None or ci_high is None or math.isnan(ci_low) or math.isnan(ci_high):
+        return "no prompt scored on both sides"
+    if ci_low == ci_high == 0:
+        return "no difference on any prompt"
+    if ci_low > 0 or ci_high < 0:
+        return gain if ci_low > 0 else loss
+    more = f"; ~{n_needed:.0f} would separate this effect" if n_needed and n and n_needed > n else ""
+    return f"not separable at this sample size{more}"

@@ -95,8 +95,8 @@ class Guards:
         scores = self.probe.scores if self.probe is not None else {}
         if not {"baseline", "eval"} <= set(scores):
             return {}
-        change = paired_bootstrap(scores["baseline"][PROBE_REWARD], scores["eval"][PROBE_REWARD], seed=seed).metrics("probe/general/change")
-        return {k: v for k, v in change.items() if k != "probe/general/change"}  # the change itself: differences()
+        change = paired_bootstrap(scores["baseline"][PROBE_REWARD], scores["eval"][PROBE_REWARD], seed=seed)
+        return change.metrics("probe/general/change", value=False)  # the change itself: differences()
 
     def write_samples(self, ctx) -> None:
         if self.train is not None:

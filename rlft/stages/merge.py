@@ -78,5 +78,5 @@ def _verdict(metrics: dict, labels: list[str], key: str, ctx: StageContext, per_
     if per_prompt is not None:
         reward = key.removeprefix("reward/")
         paired = paired_bootstrap(per_prompt[f"member/{best}"][reward], per_prompt["eval"][reward], seed=seed)
-        interval = {k: v for k, v in paired.metrics("soup_minus_best_member").items() if k != "soup_minus_best_member"}
+        interval = paired.metrics("soup_minus_best_member", value=False)
     return {"soup_minus_best_member": soup - scored[best], "soup_beats_members": soup >= scored[best], **interval}
