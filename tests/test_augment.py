@@ -71,7 +71,7 @@ def two_digit_rows(n: int, seed: int = 0) -> list[dict]:
 
 
 def test_numbers_on_bundled_sft_rows_recomputes_every_answer_and_avoids_held_out_sums(tmp_path):
-    rows = sums.arithmetic_rows("train", with_solution=True)[:80]
+    rows = sums.arithmetic_rows("train", completion="worked")[:80]
     test = sums.arithmetic_rows("test")
     made, report = copies(rows, "numbers", held_out=HeldOut.of(test))
     assert report["added"] == 80 and report["transforms"] == {"numbers": {"augmented": 80, "skipped": 0}}
@@ -232,7 +232,7 @@ def test_noise_changes_casing_and_spacing_of_the_prompt_only(tmp_path):
     assert report["added"] == 3 and {r["label"] for r in made} == {"positive"}
     assert all(r["text"] != reviews[0]["text"] and r["text"].casefold().split() == reviews[0]["text"].casefold().split() for r in made)
 
-    worked = sums.arithmetic_rows("train", with_solution=True)[:40]
+    worked = sums.arithmetic_rows("train", completion="worked")[:40]
     made, _ = copies(worked, "noise")
     for original, row in zip(worked, made, strict=True):
         assert re.findall(r"\d+|<answer></answer>", prompt_text(row)) == re.findall(r"\d+|<answer></answer>", prompt_text(original))
@@ -243,7 +243,7 @@ def test_noise_changes_casing_and_spacing_of_the_prompt_only(tmp_path):
 
 
 def test_same_seed_same_rows_other_seed_other_rows_and_exact_ratio():
-    rows = sums.arithmetic_rows("train", with_solution=True)[:40]
+    rows = sums.arithmetic_rows("train", completion="worked")[:40]
     first, _ = augment_rows(rows, spec("numbers", "template", "noise", ratio=0.5), seed=3)
     again, _ = augment_rows(rows, spec("numbers", "template", "noise", ratio=0.5), seed=3)
     other, _ = augment_rows(rows, spec("numbers", "template", "noise", ratio=0.5), seed=4)

@@ -28,6 +28,8 @@ SPLIT_SHA256 = {
     ("arithmetic", "test"): "7d819127e3cde2b853cea6f165f98caf9be2034b128a0ec0df59c87ca3016b29",
     ("arithmetic-sft", "train"): "9df03e61210bd8c2376444a63cfe60c8551800d892a294ecc1c2f7a01a97be2d",
     ("arithmetic-sft", "test"): "4808f8fbdf025c43a3eda7274bcda4409155e41600e46430f25d5561fa7a28a3",
+    ("arithmetic-short", "train"): "3afd7970a2e6c67a51c59ace0ca619ec18645f0c449df9f9db5f9532248f5115",
+    ("arithmetic-short", "test"): "0450d2a29a33fd076e52e9e074d1e36ab910560513d8167000ca0de89d4becf2",
     ("support-preference", "train"): "5a060cd811d5459c5c877db4c81029500ea1d34a2d65fe654863553d8c5d23a7",
     ("support-preference", "test"): "528839f7f491b53cf6be27e43404cfc220aa246509c5bbb805cd77a616006778",
     ("support-sft", "train"): "ea1c168a8cb5b229589267c597d1b08ba720d04423533afc845e3ac7f454d8a9",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 from conftest import write_jsonl
@@ -15,8 +16,6 @@ from rlft.recipe import DataSpec
 
 
 def _pair(row) -> frozenset:
-    import re
-
     a, b = map(int, re.findall(r"\d+", row["prompt"][0]["content"])[:2])
     return frozenset((a, b))
 
@@ -28,11 +27,30 @@ def test_bundled_held_out_split_is_disjoint_and_stable():
     assert sums.arithmetic_rows("test") == test  # deterministic
 
 
-def test_bundled_sft_solutions_are_correct():
-    rows = sums.arithmetic_rows("train", with_solution=True)[:300]
+@pytest.mark.parametrize("completion", ["worked", "short"])
+def test_bundled_sft_solutions_are_correct(completion):
+    rows = sums.arithmetic_rows("train", completion=completion)[:300]
     scores = math_accuracy([r["prompt"] for r in rows], [r["completion"] for r in rows], answer=[r["answer"] for r in rows])
     assert scores == [1.0] * len(rows)
     assert all(sums.INSTRUCTION in r["prompt"][0]["content"] for r in rows)
+
+
+def test_short_solutions_show_each_column_and_the_carry():
+    """Every step of the compact format is right: the ones column, the tens column with its carry, the tagged sum."""
+    step = re.compile(r"(\d+) \+ (\d+): (\d)\+(\d)=(\d+), (\d)\+(\d)(\+1)?=(\d+), so <answer>(\d+)</answer>")
+    rows = sums.arithmetic_rows("train", completion="short")
+    carries = 0
+    for row in rows:
+        found = step.fullmatch(row["completion"][0]["content"])
+        assert found, row["completion"]
+        a, b, a1, b1, ones, a10, b10, carry, tens, total = found.groups()
+        a, b = int(a), int(b)
+        assert (int(a1), int(b1), int(a10), int(b10)) == (a % 10, b % 10, a // 10, b // 10)
+        assert int(ones) == a % 10 + b % 10 and bool(carry) == (int(ones) >= 10)
+        assert int(tens) == a // 10 + b // 10 + (1 if carry else 0) and int(total) == a + b == int(row["answer"])
+        carries += bool(carry)
+    assert 0.3 < carries / len(rows) < 0.7  # both kinds of sum are common, so SFT on a few rows sees both
+    assert sums.short_solution(46, 59) == "46 + 59: 6+9=15, 4+5+1=10, so <answer>105</answer>"
 
 
 def test_local_jsonl_and_csv_with_column_mapping(tmp_path):

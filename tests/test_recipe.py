@@ -97,6 +97,21 @@ def test_unknown_reward_lists_close_matches(tmp_path):
     assert "stages.rl.rewards[0].name" in msg and "did you mean math_accuracy" in msg and "answer_format" in msg
 
 
+def test_a_reward_named_by_a_plain_string_is_shorthand_for_its_record(tmp_path):
+    short, long = base_recipe(), base_recipe()
+    short["stages"][1]["rewards"] = ["math_accuracy", {"name": "answer_format", "weight": 0.2}]
+    short["stages"][1]["scorecard"] = {"rewards": ["math_accuracy"]}
+    long["stages"][1]["rewards"] = [{"name": "math_accuracy"}, {"name": "answer_format", "weight": 0.2}]
+    long["stages"][1]["scorecard"] = {"rewards": [{"name": "math_accuracy"}]}
+    a, b = load_recipe(write(tmp_path, short)), recipe_from_dict(long)
+    assert a.stages[1].model_dump() == b.stages[1].model_dump()
+    assert [r.name for r in a.stages[1].rewards] == ["math_accuracy", "answer_format"] and a.stages[1].rewards[1].weight == 0.2
+    short["stages"][1]["rewards"] = ["math_acuracy"]  # the shorthand is checked like the record it stands for
+    path = write(tmp_path, short)
+    with pytest.raises(RecipeError, match=r"stages.rl.rewards\[0\].name.*did you mean math_accuracy"):
+        check_recipe(load_recipe(path), str(path))
+
+
 def test_unknown_trl_key_is_an_error(tmp_path):
     data = base_recipe()
     data["stages"][0]["trl"] = {"learning_rat": 1e-4}

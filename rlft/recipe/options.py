@@ -163,6 +163,12 @@ class RewardRef(Strict):
     batch_size: int = Field(8, ge=1, description="for model: completions scored per forward pass")
     timeout_s: float | None = Field(600.0, gt=0, description="seconds one call may take before the stage stops; null: no limit")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value):
+        """A plain string is shorthand for ``{name: ...}``: ``rewards: [math_accuracy, answer_format]``."""
+        return {"name": value} if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _one_kind(self):
         kinds = [k for k in ("name", "model", "ensemble") if getattr(self, k) is not None]

@@ -3,6 +3,9 @@
 ``arithmetic`` — two-digit additions, as bare sums and short word problems, each prompt asking for
 the answer in ``<answer></answer>`` tags. Columns: ``prompt`` (chat messages), ``answer`` (str).
 ``arithmetic-sft`` — the same prompts with a worked, column-by-column solution as ``completion``.
+``arithmetic-short`` — the same prompts with the column addition in about half the tokens
+(``46 + 59: 6+9=15, 4+5+1=10, so <answer>105</answer>``): cheaper to sample and train on, which is
+what the quickstart's GRPO stage needs on a CPU.
 ``support-preference`` / ``support-sft`` — customer-support questions with a helpful, correct, polite
 ``chosen`` answer and a ``rejected`` one (wrong, evasive, rude, off-topic, vague or correct-but-rude);
 see ``rlft/data/bundled/support.py``.
@@ -21,8 +24,9 @@ from __future__ import annotations
 from rlft.data.bundled import arithmetic, probe, sentiment, support
 
 DATASETS = {
-    "arithmetic": lambda split: arithmetic.arithmetic_rows(split, with_solution=False),
-    "arithmetic-sft": lambda split: arithmetic.arithmetic_rows(split, with_solution=True),
+    "arithmetic": lambda split: arithmetic.arithmetic_rows(split),
+    "arithmetic-sft": lambda split: arithmetic.arithmetic_rows(split, completion="worked"),
+    "arithmetic-short": lambda split: arithmetic.arithmetic_rows(split, completion="short"),
     "support-preference": support.preference_rows,
     "support-sft": support.sft_rows,
     "general-probe": probe.probe_rows,

@@ -1,4 +1,4 @@
-"""``bundled:arithmetic`` and ``bundled:arithmetic-sft``: two-digit additions, with and without a worked solution."""
+"""``bundled:arithmetic``, ``-sft`` and ``-short``: two-digit additions, bare, with a worked solution, or with a compact one."""
 
 from __future__ import annotations
 
@@ -47,16 +47,28 @@ def _pairs() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     return train, test
 
 
-def _row(a: int, b: int, i: int, with_solution: bool) -> dict:
+def short_solution(a: int, b: int) -> str:
+    """The same column addition in about half the tokens: ``46 + 59: 6+9=15, 4+5+1=10, so <answer>105</answer>``."""
+    ones = a % 10 + b % 10
+    carry = " + 1" if ones >= 10 else ""
+    tens = a // 10 + b // 10 + ones // 10
+    return f"{a} + {b}: {a % 10}+{b % 10}={ones}, {a // 10}+{b // 10}{carry.replace(' ', '')}={tens}, so <answer>{a + b}</answer>"
+
+
+COMPLETIONS = {"worked": worked_solution, "short": short_solution}
+
+
+def _row(a: int, b: int, i: int, completion: str | None) -> dict:
     rng = random.Random(f"{SEED}-{a}-{b}-{i}")
     question = rng.choice(TEMPLATES).format(a=a, b=b, name=rng.choice(NAMES), thing=rng.choice(THINGS))
     row = {"prompt": [{"role": "user", "content": f"{question} {INSTRUCTION}"}], "answer": str(a + b)}
-    if with_solution:
-        row["completion"] = [{"role": "assistant", "content": worked_solution(a, b)}]
+    if completion is not None:
+        row["completion"] = [{"role": "assistant", "content": COMPLETIONS[completion](a, b)}]
     return row
 
 
-def arithmetic_rows(split: str, with_solution: bool = False) -> list[dict]:
+def arithmetic_rows(split: str, completion: str | None = None) -> list[dict]:
+    """Rows of one split; ``completion``: None (prompt and answer only), ``"worked"`` or ``"short"``."""
     train, test = _pairs()
     pairs = {"train": train, "test": test}[split]
-    return [_row(a, b, i, with_solution) for i, (a, b) in enumerate(pairs)]
+    return [_row(a, b, i, completion) for i, (a, b) in enumerate(pairs)]
