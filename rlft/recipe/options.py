@@ -13,6 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
+def string_shorthand(key: str):
+    """A before-validator for a record whose plain-string form stands for ``{key: string}`` (``data: bundled:x``)."""
+
+    def expand(cls, value):
+        return {key: value} if isinstance(value, str) else value
+
+    return model_validator(mode="before")(classmethod(expand))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,10 +38,7 @@ class TransformSpec(BaseModel):
     name: str
     p: float = Field(1.0, gt=0.0, le=1.0, description="probability that an augmented copy gets this transform")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value):
-        return {"name": value} if isinstance(value, str) else value
+    _shorthand = string_shorthand("name")
 
     @model_validator(mode="after")
     def _known(self):
@@ -76,10 +82,7 @@ class DataSpec(Strict):
     )
     augment: AugmentSpec | None = Field(None, description="training stages: add augmented copies of training rows (rlft.data.augment)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value):
-        return {"source": value} if isinstance(value, str) else value
+    _shorthand = string_shorthand("source")
 
 
 class LoraSpec(Strict):
@@ -163,11 +166,7 @@ class RewardRef(Strict):
     batch_size: int = Field(8, ge=1, description="for model: completions scored per forward pass")
     timeout_s: float | None = Field(600.0, gt=0, description="seconds one call may take before the stage stops; null: no limit")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value):
-        """A plain string is shorthand for ``{name: ...}``: ``rewards: [math_accuracy, answer_format]``."""
-        return {"name": value} if isinstance(value, str) else value
+    _shorthand = string_shorthand("name")  # rewards: [math_accuracy, answer_format]
 
     @model_validator(mode="after")
     def _one_kind(self):
