@@ -8,6 +8,8 @@ with the same rewards: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``eval/mean_l
 ``baseline/...`` of the starting model (the common scorecard, ``rlft.evaluation.scorecard``). With
 ``early_stopping:`` it also scores greedy completions to held-out prompts every N steps, stops when
 that reward stops improving and ends with the best-scoring weights (``rlft.training.early_stopping``).
+With ``beta: 0`` the micro-batches whose completion groups all scored alike are skipped (no gradient,
+the same update; ``rlft.training.silent_groups``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rlft.stages.train_loop import count_parameters, final_train_metrics
 from rlft.stages.trl_config import trl_config_for
 from rlft.training.checkpoints import train_resumable
 from rlft.training.early_stopping import watch_rewards
+from rlft.training.silent_groups import skipping_silent_groups
 
 
 def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:
@@ -43,7 +46,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
         seed=ctx.seed_for(cfg),
     )
     held, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
-    trainer = getattr(trl, trainer_name)(
+    trainer = skipping_silent_groups(getattr(trl, trainer_name))(
         model=model,
         reward_funcs=[r.reward for r in rewards],
         args=args,
