@@ -109,7 +109,9 @@ def test_a_step_with_silent_microbatches_skipped_ends_on_trls_weights(tiny_model
     plain = _train(getattr(trl, trainer), tiny_model, tmp_path / "plain", loss_type)
     fast = _train(skipping_silent_groups(getattr(trl, trainer)), tiny_model, tmp_path / "fast", loss_type)
     assert fast.silent_groups_off is None
-    skipped = [h["silent_groups/frac_microbatches_skipped"] for h in fast.state.log_history if "silent_groups/frac_microbatches_skipped" in h]
+    skipped = [
+        h["silent_groups/frac_microbatches_skipped"] for h in fast.state.log_history if "silent_groups/frac_microbatches_skipped" in h
+    ]
     assert skipped and max(skipped) > 0, "the seed must give at least one all-silent micro-batch"
     plain_w, fast_w = plain.model.state_dict(), fast.model.state_dict()
     assert any(not torch.equal(plain_w[k], start[k]) for k in start), "the signal rows must move the weights"
@@ -122,7 +124,9 @@ def test_with_a_kl_term_nothing_is_skipped(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, beta=0.1, report_to=[], num_generations=2, per_device_train_batch_size=2)
+    args = GRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, beta=0.1, report_to=[], num_generations=2, per_device_train_batch_size=2
+    )
     tok = AutoTokenizer.from_pretrained(tiny_model)
     trainer = skipping_silent_groups(GRPOTrainer)(
         model=AutoModelForCausalLM.from_pretrained(tiny_model), reward_funcs=[_reward], args=args,
