@@ -662,6 +662,20 @@ def _(scene):
 
 
 @case(
+    "data-system-without-prompts",
+    "`system:` on rows that have no chat prompt to put it in",
+    "`data: {source: t.jsonl, system: ''}`, rows `{text: ...}`",
+    "`system` applies to chat prompts, and these rows have neither a prompt nor a messages column (columns: text)",
+    "fix: remove system: from this data spec, or map the prompt column with columns: {prompt: <source column>}",
+)
+def _(scene):
+    from rlft.data.rows import load_rows
+
+    write_jsonl(scene.root / "t.jsonl", [{"text": "plain text row"}])
+    return error_of(load_rows, DataSpec(source="t.jsonl", system=""), split="train", base_dir=scene.root)
+
+
+@case(
     "data-hub-offline",
     "a hub data set while offline",
     "`data: openai/gsm8k` with HF_DATASETS_OFFLINE=1",

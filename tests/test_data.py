@@ -89,3 +89,30 @@ def test_data_errors_name_file_column_and_row(tmp_path):
         load_rows(DataSpec(source="./nope.jsonl"), split="train", base_dir=tmp_path)
     with pytest.raises(RlftError, match="unknown bundled data set 'arith'"):
         load_rows(DataSpec(source="bundled:arith"), split="train")
+
+
+def test_system_message_goes_first_in_every_prompt_without_one(tmp_path, tiny_model):
+    from transformers import AutoTokenizer
+
+    rows = [
+        {"prompt": "1+1?", "completion": "2"},
+        {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}], "completion": "4"},
+    ]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    ds, fp, _ = load_rows(DataSpec(source="d.jsonl", system=""), split="train", base_dir=tmp_path)
+    assert ds[0]["prompt"] == [{"role": "system", "content": ""}, {"role": "user", "content": "1+1?"}]
+    assert ds[1]["prompt"][0] == {"role": "system", "content": "Be brief."} and len(ds[1]["prompt"]) == 2  # the row's own wins
+    assert ds[0]["completion"] == [{"role": "assistant", "content": "2"}]
+    _, plain_fp, _ = load_rows(DataSpec(source="d.jsonl"), split="train", base_dir=tmp_path)
+    assert fp != plain_fp  # what a stage trained on is in its fingerprint
+
+    # What the model sees: the empty system turn in place of the one a template would add by default.
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert tok.apply_chat_template(ds[0]["prompt"], tokenize=False).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n1+1?")
+    bundled, _, _ = load_rows(DataSpec(source="bundled:arithmetic", limit=2, system=""), split="test")
+    assert [r["prompt"][0] for r in bundled] == [{"role": "system", "content": ""}] * 2
+
+    write_jsonl(tmp_path / "t.jsonl", [{"text": "plain text row"}])
+    with pytest.raises(RlftError, match="system.*neither a prompt nor a messages column") as err:
+        load_rows(DataSpec(source="t.jsonl", system="x"), split="train", base_dir=tmp_path)
+    assert "remove system:" in err.value.fix

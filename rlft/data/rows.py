@@ -184,7 +184,27 @@ def load_rows(spec: DataSpec, *, split: str, required: tuple[str, ...] = (), bas
                 )
             if role and isinstance(values[0], str):
                 ds = ds.map(lambda r, c=col, ro=role: {c: _as_messages(r[c], ro)})
+    system = getattr(spec, "system", None)
+    if system is not None:
+        ds = _with_system(ds, system, label)
     return ds, fingerprint(ds), label
+
+
+def _with_system(ds, system: str, label: str):
+    """``system`` as the first message of every chat prompt (``prompt``, else ``messages``) that has no system message."""
+    col = next((c for c in ("prompt", "messages") if c in ds.column_names), None)
+    if col is None:
+        raise RlftError(
+            f"data {label}: `system` applies to chat prompts, and these rows have neither a prompt nor a messages column "
+            f"(columns: {', '.join(ds.column_names)})",
+            fix="remove system: from this data spec, or map the prompt column with columns: {prompt: <source column>}",
+        )
+
+    def add(row):
+        messages = row[col]
+        return {col: messages if messages and messages[0].get("role") == "system" else [{"role": "system", "content": system}, *messages]}
+
+    return ds.map(add)
 
 
 def _text_or_messages(value, *, text: bool) -> bool:

@@ -81,6 +81,11 @@ class DataSpec(Strict):
         "truncate", description="rows longer than the stage's trl.max_length: truncate (TRL keeps the start; rlft counts them) or error"
     )
     augment: AugmentSpec | None = Field(None, description="training stages: add augmented copies of training rows (rlft.data.augment)")
+    system: str | None = Field(
+        None,
+        description="a system message put first in every chat prompt that has none; \"\" stops the chat template adding its "
+        "default one (SmolLM2's is ~20 tokens on every prompt). Give every stage that sees these prompts the same value",
+    )
 
     _shorthand = string_shorthand("source")
 
