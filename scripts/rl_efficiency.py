@@ -1,7 +1,7 @@
 """Held-out accuracy gained per CPU-minute: the quickstart's GRPO stage against plain TRL GRPO, in one run.
 
 Every arm starts from the same model (the quickstart's SFT stage output), trains on the same prompts
-(``bundled:arithmetic`` train split) with the same rewards (math_accuracy + 0.2 x answer_format), and is
+(the quickstart rl stage's rows, loaded as the stage loads them) with the same rewards (math_accuracy + 0.2 x answer_format), and is
 scored the same way: greedy completions to the same held-out prompts (the test split's first
 ``--prompts``), paired against the start model. The plain-TRL arms train for the wall time rlft's GRPO
 stage trained for (they stop at the first step boundary past it), so the figures share one budget and
@@ -52,11 +52,19 @@ def stage_of(run_dir: Path, name: str) -> dict:
     return stages[name]
 
 
-def heldout(n: int) -> tuple[list, list[str]]:
-    from rlft.data.bundled.arithmetic import arithmetic_rows
+def rl_rows(split: str, limit: int | None = None):
+    """The quickstart rl stage's rows of ``split``, loaded as the stage loads them (its ``system`` message included)."""
+    from rlft.data.rows import load_rows
+    from rlft.recipe import load_recipe
 
-    rows = arithmetic_rows("test")[:n]
-    return [r["prompt"] for r in rows], [r["answer"] for r in rows]
+    stage = next(s for s in load_recipe(RECIPE).stages if s.name == "rl")
+    rows, _, _ = load_rows(stage.data.model_copy(update={"split": split, "limit": limit}), split=split)
+    return rows
+
+
+def heldout(n: int) -> tuple[list, list[str]]:
+    rows = rl_rows("test", n)
+    return list(rows["prompt"]), list(rows["answer"])
 
 
 def accuracy(model, tok, prompts, answers, *, max_new_tokens: int) -> list[float]:
@@ -93,17 +101,22 @@ class StopAfter:
 
 def train_plain(arm: str, start: str, budget_s: float, out: Path):
     """Plain TRL GRPO from ``start`` for ``budget_s`` seconds of training; returns (model, tok, steps, seconds)."""
-    from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
     from rewards.format import answer_format
     from rewards.math import math_accuracy
-    from rlft.data.bundled.arithmetic import arithmetic_rows
 
     model, tok = load(start)
-    train = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in arithmetic_rows("train")])
-    common = {"output_dir": str(out), "use_cpu": True, "bf16": False, "reward_weights": REWARD_WEIGHTS, "save_strategy": "no", "report_to": []}
+    train = rl_rows("train").select_columns(["prompt", "answer"])
+    common = {
+        "output_dir": str(out),
+        "use_cpu": True,
+        "bf16": False,
+        "reward_weights": REWARD_WEIGHTS,
+        "save_strategy": "no",
+        "report_to": [],
+    }
     peft = None
     if arm == "trl-default":
         args = GRPOConfig(**common)
@@ -190,18 +203,13 @@ def main() -> None:
             if d.ci_low > 0:
                 ratios = [r / a for r, a in zip(draws["rlft"], draws[arm], strict=True) if a > 0]
                 rlo, rhi = interval(ratios)
-                line += f"  ratio {draws_ratio(afters, before, minutes, arm):.1f}x [{rlo:.1f}, {rhi:.1f}]; {verdict}"
+                ratio = (paired_bootstrap(before, afters["rlft"]).delta / minutes["rlft"]) / rate
+                line += f"  ratio {ratio:.1f}x [{rlo:.1f}, {rhi:.1f}]; {verdict}"
             else:
                 line += f"  ratio undefined (gain not above 0); {verdict}"
         print(line)
     wall = sum(s["wall_s"] for s in json.loads((run_dir / "summary.json").read_text())["stages"])
     print(f"quickstart pipeline wall: {wall:.0f} s (all stages); rl stage wall {rl['wall_s']:.0f} s incl. its scorecard")
-
-
-def draws_ratio(afters, before, minutes, arm) -> float:
-    n = len(before)
-    gain = {a: sum(x - b for x, b in zip(afters[a], before, strict=True)) / n / minutes[a] for a in ("rlft", arm)}
-    return gain["rlft"] / gain[arm]
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
                     "trl": {
                         "max_steps": 2,
                         "num_generations": 4,
-                        "per_device_train_batch_size": 8,
+                        "per_device_train_batch_size": 4,
+                        "gradient_accumulation_steps": 2,
                         "max_completion_length": 8,
                         "learning_rate": 1e-3,
                     },
@@ -128,6 +129,10 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
     result = grpo.run(recipe.stage("rl"), ctx)
     m = result.metrics
     assert m["train/steps"] == 2
+    # The random tiny model scores 0 everywhere: every group is silent, so of each step's two micro-batches
+    # the one that generates runs and the other is skipped.
+    assert m["train/rewards/math_accuracy/mean"] == 0.0 and m["train/rewards/answer_format/mean"] == 0.0
+    assert m["train/silent_groups/frac_microbatches_skipped"] == 0.5
     for key in ("train/rewards/math_accuracy/mean", "train/rewards/answer_format/mean", "train/reward"):
         assert key in m and 0.0 <= m[key] <= 1.5
     assert_scorecard(m, rewards=["math_accuracy", "answer_format"])

@@ -83,7 +83,7 @@ class DataSpec(Strict):
     augment: AugmentSpec | None = Field(None, description="training stages: add augmented copies of training rows (rlft.data.augment)")
     system: str | None = Field(
         None,
-        description="a system message put first in every chat prompt that has none; \"\" stops the chat template adding its "
+        description='a system message put first in every chat prompt that has none; "" stops the chat template adding its '
         "default one (SmolLM2's is ~20 tokens on every prompt). Give every stage that sees these prompts the same value",
     )
 

@@ -24,7 +24,7 @@ from rlft.stages.train_loop import count_parameters, final_train_metrics
 from rlft.stages.trl_config import trl_config_for
 from rlft.training.checkpoints import train_resumable
 from rlft.training.early_stopping import watch_rewards
-from rlft.training.silent_groups import skipping_silent_groups
+from rlft.training.silent_groups import SKIPPED, skipping_silent_groups
 
 
 def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:
@@ -62,6 +62,9 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     keys = [*cfg.train_log_keys, *(f"rewards/{r.reward.__name__}/mean" for r in rewards)]
     metrics = {**params, "train/runtime_s": output.metrics.get("train_runtime", 0.0), "train/steps": trainer.state.global_step}
     metrics.update(final_train_metrics(trainer.state.log_history, keys))
+    skipped = [e[SKIPPED] for e in trainer.state.log_history if SKIPPED in e]
+    if skipped:  # the share of the stage's forward+backward passes that silent groups spared
+        metrics[f"train/{SKIPPED}"] = sum(skipped) / len(skipped)
     metrics.update(stopping.metrics if stopping else {})
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)

@@ -12,7 +12,8 @@ re-splits the batch into the same number of equal micro-batches and skips every 
 of silent rows. The sum of the micro-batch gradients is unchanged: each loss below divides by the
 micro-batch's row count or by the generation batch's token count, both fixed. Where the conditions do
 not hold the subclass behaves exactly like its parent. Logged per generation batch:
-``silent_groups/frac_rows`` and ``silent_groups/frac_microbatches_skipped``.
+``silent_groups/frac_rows`` and ``silent_groups/frac_microbatches_skipped`` (of the micro-batch passes
+that generation batch is trained with).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 # weight sequences in ways that a repack would change.
 _GRPO_LOSSES = frozenset({"grpo", "dr_grpo", "dapo", "cispo", "sapo"})
 SILENT = "rlft_silent"  # key of the per-row flag carried in each micro-batch
+SKIPPED = "silent_groups/frac_microbatches_skipped"  # logged once per generation batch
 
 
 def why_not_skipping(trainer) -> str | None:
@@ -117,8 +119,10 @@ def skipping_silent_groups(trainer_cls: type) -> type:
             chunks = self._buffered_inputs
             if self.model.training and chunks is not before and chunks and SILENT in chunks[0]:
                 self._buffered_inputs = signal_first(chunks)
-                skipped = sum(bool(c[SILENT].all()) for c in self._buffered_inputs)
-                self._metrics["train"]["silent_groups/frac_microbatches_skipped"].append(skipped / len(chunks))
+                # Each micro-batch is visited num_iterations times; the very first visit (this step) always runs.
+                silent = sum(bool(c[SILENT].all()) for c in self._buffered_inputs)
+                visits = self.num_iterations * len(chunks)
+                self._metrics["train"][SKIPPED].append((self.num_iterations * silent - (silent == len(chunks))) / visits)
                 inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]
             return inputs
 
