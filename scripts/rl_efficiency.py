@@ -204,7 +204,7 @@ def main() -> None:
                 ratios = [r / a for r, a in zip(draws["rlft"], draws[arm], strict=True) if a > 0]
                 rlo, rhi = interval(ratios)
                 ratio = (paired_bootstrap(before, afters["rlft"]).delta / minutes["rlft"]) / rate
-                line += f"  ratio {ratio:.1f}x [{rlo:.1f}, {rhi:.1f}]; {verdict}"
+                line += f"  ratio {ratio:.2f}x [{rlo:.2f}, {rhi:.2f}]; {verdict}"
             else:
                 line += f"  ratio undefined (gain not above 0); {verdict}"
         print(line)
