@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from conftest import sum_rows
 
 from rlft.training.silent_groups import SILENT, signal_first, silent_rows, skipping_silent_groups, why_not_skipping
-from tests.conftest import sum_rows
 
 nan = math.nan
 
