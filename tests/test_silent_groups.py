@@ -68,6 +68,7 @@ class _Stub:
         ({"loss_type": "bnpo"}, "bnpo"),
         ({"_entropy_bonus_enabled": True}, "entropy"),
         ({"normalize_advantages": True}, "normalize_advantages"),
+        ({"multi_objective_aggregation": "normalize_then_sum"}, "normalize_then_sum"),
     ],
 )
 def test_skipping_only_where_the_gradient_cannot_change(kw, reason):

@@ -39,6 +39,8 @@ def why_not_skipping(trainer) -> str | None:
         return "an entropy bonus has a gradient on every row"
     if getattr(trainer, "normalize_advantages", False):
         return "normalize_advantages shifts every row's advantage"
+    if getattr(trainer, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+        return "multi_objective_aggregation normalize_then_sum centres rewards on the batch, not the group"
     loss_type = getattr(trainer, "loss_type", None)
     if loss_type is not None and loss_type not in _GRPO_LOSSES:
         return f"loss_type {loss_type!r} normalises by what each micro-batch holds"
