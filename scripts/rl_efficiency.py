@@ -36,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
 REWARD_WEIGHTS = [1.0, 0.2]  # math_accuracy, answer_format: the quickstart's rl stage
-RESAMPLES = 2000
 
 
 def run_quickstart(runs: Path, run_id: str, reuse: bool) -> Path:
@@ -47,9 +46,8 @@ def run_quickstart(runs: Path, run_id: str, reuse: bool) -> Path:
     return run_dir
 
 
-def stage_of(run_dir: Path, name: str) -> dict:
-    stages = {s["name"]: s for s in json.loads((run_dir / "summary.json").read_text())["stages"]}
-    return stages[name]
+def stages_of(run_dir: Path) -> dict[str, dict]:
+    return {s["name"]: s for s in json.loads((run_dir / "summary.json").read_text())["stages"]}
 
 
 def rl_rows(split: str, limit: int | None = None):
@@ -141,6 +139,8 @@ def train_plain(arm: str, start: str, budget_s: float, out: Path):
 
 def bootstrap_rates(before, afters: dict[str, list[float]], minutes: dict[str, float], seed: int = 0):
     """Resampled gains per minute of each arm over the same prompt draws (paired across arms)."""
+    from rlft.evaluation.statistics import RESAMPLES
+
     rng = random.Random(seed)
     n = len(before)
     draws = {arm: [] for arm in afters}
@@ -171,7 +171,8 @@ def main() -> None:
     from rlft.evaluation.statistics import paired_bootstrap
 
     run_dir = run_quickstart(Path(args.runs), args.id, args.reuse)
-    sft, rl = stage_of(run_dir, "sft"), stage_of(run_dir, "rl")
+    stages = stages_of(run_dir)
+    sft, rl = stages["sft"], stages["rl"]
     budget = rl["metrics"]["train/runtime_s"]
     prompts, answers = heldout(args.prompts)
 
@@ -189,8 +190,8 @@ def main() -> None:
     draws = bootstrap_rates(before, afters, minutes)
     print(f"\nstart: the quickstart's SFT model; held-out: {len(prompts)} test prompts, greedy; budget {budget:.0f} s of training")
     print(f"{'arm':<12} {'steps':>5} {'train s':>8} {'s/step':>7}  {'accuracy':>13}  {'gain [95% CI]':>24}  {'gain/CPU-min':>12}  vs rlft")
-    for arm, after in afters.items():
-        d = paired_bootstrap(before, after)
+    gains = {arm: paired_bootstrap(before, after) for arm, after in afters.items()}
+    for arm, d in gains.items():
         rate = d.delta / minutes[arm]
         line = (
             f"{arm:<12} {steps[arm]:>5} {minutes[arm] * 60:>8.0f} {minutes[arm] * 60 / max(steps[arm], 1):>7.1f}  "
@@ -203,12 +204,12 @@ def main() -> None:
             if d.ci_low > 0:
                 ratios = [r / a for r, a in zip(draws["rlft"], draws[arm], strict=True) if a > 0]
                 rlo, rhi = interval(ratios)
-                ratio = (paired_bootstrap(before, afters["rlft"]).delta / minutes["rlft"]) / rate
+                ratio = (gains["rlft"].delta / minutes["rlft"]) / rate
                 line += f"  ratio {ratio:.2f}x [{rlo:.2f}, {rhi:.2f}]; {verdict}"
             else:
                 line += f"  ratio undefined (gain not above 0); {verdict}"
         print(line)
-    wall = sum(s["wall_s"] for s in json.loads((run_dir / "summary.json").read_text())["stages"])
+    wall = sum(s["wall_s"] for s in stages.values())
     print(f"quickstart pipeline wall: {wall:.0f} s (all stages); rl stage wall {rl['wall_s']:.0f} s incl. its scorecard")
 
 
