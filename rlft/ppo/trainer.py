@@ -55,6 +55,7 @@ from rlft.ppo import core
 from rlft.ppo.config import PPOConfig
 from rlft.ppo.rollout import Rollout, policy_forward, sample
 from rlft.ppo.value import SeparateCritic, SharedCritic
+from rlft.reward_refs import trl_shaped
 
 StepCallback = Callable[[int, int, dict], bool | None]  # (step, max_steps, logs) -> True: stop training after this step
 
@@ -361,10 +362,7 @@ class PPOTrainer:
         from transformers import TrainerState
 
         prompts = rows["prompt"]
-        completions = [
-            [{"role": "assistant", "content": text}] if isinstance(p, list) else text
-            for p, text in zip(prompts, rollout.texts, strict=True)
-        ]
+        completions = trl_shaped(prompts, rollout.texts)
         columns = {k: v for k, v in rows.items() if k not in ("prompt", "completion")}
         ids = [row[: int(m.sum())].tolist() for row, m in zip(rollout.completion_ids, rollout.completion_mask, strict=True)]
         return score_completions(
