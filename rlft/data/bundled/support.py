@@ -15,8 +15,8 @@ question, vague hand-waving, and the correct answer delivered rudely. Polite ope
 chosen and wrong answers, and both sides have short and long forms, so neither tone words nor length give the
 label away: a reward model has to read the content and the manner.
 
-Splits: ``train`` and ``test``. For every scenario, two products are held out, so no (scenario, product)
-combination of the test split appears in train (but every scenario is seen in training with other products).
+Splits: ``train`` (376 rows) and ``test`` (141). For every scenario, three products are held out, so no (scenario,
+product) combination of the test split appears in train (but every scenario is seen in training with other products).
 Everything is drawn from fixed seeds: the same name always gives the same rows.
 
 The words are data, in ``support_catalog.yaml`` next to this module (package data, read by ``catalog()``): the
@@ -34,7 +34,7 @@ import yaml
 
 DATA_FILE = "support_catalog.yaml"  # the policy, products, scenarios and phrase banks, next to this module
 SEED = 2024
-TEST_PRODUCTS_PER_SCENARIO = 2
+TEST_PRODUCTS_PER_SCENARIO = 3  # 141 held-out pairs: enough to separate a preference-accuracy gain of ~0.1
 STYLES = ("wrong", "evasive", "rude", "off_topic", "vague", "correct_but_rude")
 
 
@@ -169,7 +169,7 @@ def _rejected(style: str, scenario: Scenario, rng: random.Random, slots: dict) -
 
 
 def _combinations() -> tuple[list[tuple[Scenario, Product]], list[tuple[Scenario, Product]]]:
-    """(scenario, product) pairs for train and test; each scenario holds out its own two products."""
+    """(scenario, product) pairs for train and test; each scenario holds out its own three products."""
     c = catalog()
     rng = random.Random(SEED)
     train, test = [], []
