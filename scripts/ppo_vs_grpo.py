@@ -24,7 +24,7 @@ RECIPE = ROOT / "recipes" / "sft_rm_ppo.yaml"
 # completion length, temperature and KL coefficient (beta), same held-out prompts and scorecard.
 GRPO_STAGE = (
     "{name: rl, kind: grpo, init_from: sft, data: {source: 'bundled:support-sft', limit: 64},"
-    " eval_data: {source: 'bundled:support-sft', split: test, limit: 16}, scorecard: {prompts: 16},"
+    " eval_data: {source: 'bundled:support-sft', split: test}, eval_limit: null, scorecard: {prompts: 141, batch_size: 48},"
     " rewards: [{model: rm}], peft: {lora: {r: 16, alpha: 32}},"
     " trl: {max_steps: 8, per_device_train_batch_size: 8, num_generations: 4, max_completion_length: 48,"
     " temperature: 0.8, learning_rate: 1.0e-4, lr_scheduler_type: constant, beta: 0.05}}"
@@ -44,6 +44,8 @@ def rl_figures(run_dir: Path) -> dict:
         "kind": stages["rl"]["kind"],
         "held-out RM score, SFT model": before,
         "held-out RM score, after RL": after,
+        "RL gain [95% CI]": f"{rl['eval/delta/reward/rm']:+.3f} [{rl['eval/delta/reward/rm/ci_low']:+.3f}, "
+        f"{rl['eval/delta/reward/rm/ci_high']:+.3f}] on {rl['eval/delta/reward/rm/n']:.0f} prompts",
         "KL to SFT model (held-out)": rl["eval/kl_to_ref"],
         "RL stage wall (min)": minutes,
         "RM score gained per CPU-minute": (after - before) / minutes,
