@@ -17,16 +17,18 @@ from rlft.reward_refs import Reward, trl_shaped
 
 CHAT = [{"role": "user", "content": "2+2="}]
 
-# Logs the shape of every completion it is handed (and whether TRL's trainer called it), then scores
-# the way TRL's documentation does: content of the first message.
+# Logs the shape of every completion it is handed, whether token ids came with it and whether TRL's trainer
+# called it, then scores the way TRL's documentation does: content of the first message.
 PROBE = """
 import json, os
 
-def trl_doc_style(prompts, completions, log, **kwargs):
+def trl_doc_style(prompts, completions, completion_ids, log, **kwargs):
+    kwargs["log_metric"]("probe/calls", 1.0)  # TRL hands every reward its loggers
     with open(log, "a") as f:
-        for c in completions:
+        for c, ids in zip(completions, completion_ids):
             shape = "messages" if isinstance(c, list) and isinstance(c[0], dict) else type(c).__name__
-            f.write(json.dumps({"shape": shape, "training": "trainer_state" in kwargs}) + "\\n")
+            ids_ok = isinstance(ids, list) and len(ids) >= 1 and all(isinstance(i, int) for i in ids)
+            f.write(json.dumps({"shape": shape, "ids": ids_ok, "training": "trainer_state" in kwargs}) + "\\n")
     return [float(len(c[0]["content"]) > 0) for c in completions]
 """
 
@@ -69,5 +71,6 @@ def test_grpo_training_and_its_scorecard_hand_a_reward_the_same_shape(tiny_model
     training = {c["shape"] for c in calls if c["training"]}
     scoring = {c["shape"] for c in calls if not c["training"]}
     assert training == scoring == {"messages"}, calls
+    assert all(c["ids"] for c in calls), calls  # completion_ids in training and in held-out scoring
     assert len([c for c in calls if not c["training"]]) == 4  # 2 held-out prompts, before and after
     assert "eval/reward/trl_doc_style" in result.metrics

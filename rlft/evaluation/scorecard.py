@@ -61,18 +61,28 @@ def prompts_of(rows) -> tuple[list, dict[str, list]] | None:
     return prompts, {c: list(rows[c]) for c in cols if c not in skip}
 
 
+def _ignore(*args, **kwargs) -> None:
+    """Held-out scoring keeps no completions table or extra metrics: what a reward logs there is dropped."""
+
+
+# TRL hands every reward these two loggers besides the data columns (``log_extra(column, values)``,
+# ``log_metric(name, value)``); a reward that calls them must not fail when rlft scores held-out answers.
+TRL_LOGGERS = {"log_extra": _ignore, "log_metric": _ignore}
+
+
 def _render(tok, prompt) -> str:
     return tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) if isinstance(prompt, list) else prompt
 
 
 @dataclass
 class Generated:
-    """Greedy completions of one model: ``texts[i]`` and ``lengths[i]`` (tokens, EOS included) per prompt,
-    and ``kl[i]`` (summed per-token KL to the reference) when a reference was given."""
+    """Greedy completions of one model: ``texts[i]``, ``ids[i]`` and ``lengths[i]`` (tokens, EOS included) per
+    prompt, and ``kl[i]`` (summed per-token KL to the reference) when a reference was given."""
 
     texts: list[str] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
+    ids: list[list[int]] = field(default_factory=list)  # what TRL passes a reward as ``completion_ids``
 
 
 def accelerator():
@@ -115,6 +125,7 @@ def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int,
             keep = _until_eos(new, tok.eos_token_id, tok.pad_token_id)
             out.texts += tok.batch_decode(new * keep + tok.pad_token_id * (1 - keep), skip_special_tokens=True)
             out.lengths += keep.sum(1).tolist()  # (tolist copies to the CPU)
+            out.ids += [row[k.bool()].tolist() for row, k in zip(new, keep, strict=True)]
             if ref is not None:
                 mask = torch.cat([batch["attention_mask"], keep], dim=1)
                 out.kl += _sequence_kl(model, ref, seq, mask, n_prompt, keep).tolist()
@@ -270,8 +281,9 @@ class Scorecard:
         if gen.kl:
             metrics[f"{prefix}/kl_to_ref"] = statistics.fmean(gen.kl)
         self.scores[prefix] = {}
+        trl_kwargs = {**self.columns, "completion_ids": gen.ids, **TRL_LOGGERS}  # as TRL calls a reward (no trainer_state here)
         for r in self.rewards:
-            values = r.reward(self.prompts, gen.texts, **self.columns)
+            values = r.reward(self.prompts, gen.texts, **trl_kwargs)
             self.scores[prefix][r.reward.__name__] = values
             applicable = [v for v in values if v is not None]
             metrics[f"{prefix}/reward/{r.reward.__name__}"] = statistics.fmean(applicable) if applicable else float("nan")
