@@ -55,7 +55,7 @@ def rl_rows(split: str, limit: int | None = None):
     from rlft.data.rows import load_rows
     from rlft.recipe import load_recipe
 
-    stage = next(s for s in load_recipe(RECIPE).stages if s.name == "rl")
+    stage = load_recipe(RECIPE).stage("rl")
     rows, _, _ = load_rows(stage.data.model_copy(update={"split": split, "limit": limit}), split=split)
     return rows
 
@@ -74,10 +74,9 @@ def accuracy(model, tok, prompts, answers, *, max_new_tokens: int) -> list[float
 
 
 def load(path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from rlft.models import load_causal_lm, load_tokenizer
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+    return load_causal_lm(path), load_tokenizer(path)
 
 
 class StopAfter:
