@@ -81,7 +81,7 @@ def _reward(prompts, completions, **kwargs):
     return [float(sum(map(ord, c)) % 2) if p.startswith(("0", "1")) else 1.0 for p, c in zip(prompts, completions, strict=True)]
 
 
-def _train(cls, model_path, out, loss_type):
+def train_two_steps(cls, model_path, out, loss_type):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, RLOOConfig, RLOOTrainer
@@ -107,8 +107,8 @@ def test_a_step_with_silent_microbatches_skipped_ends_on_trls_weights(tiny_model
     from transformers import AutoModelForCausalLM
 
     start = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
-    plain = _train(getattr(trl, trainer), tiny_model, tmp_path / "plain", loss_type)
-    fast = _train(skipping_silent_groups(getattr(trl, trainer)), tiny_model, tmp_path / "fast", loss_type)
+    plain = train_two_steps(getattr(trl, trainer), tiny_model, tmp_path / "plain", loss_type)
+    fast = train_two_steps(skipping_silent_groups(getattr(trl, trainer)), tiny_model, tmp_path / "fast", loss_type)
     assert fast.silent_groups_off is None
     skipped = [
         h["silent_groups/frac_microbatches_skipped"] for h in fast.state.log_history if "silent_groups/frac_microbatches_skipped" in h

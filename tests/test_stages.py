@@ -133,6 +133,7 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
     # the one that generates runs and the other is skipped.
     assert m["train/rewards/math_accuracy/mean"] == 0.0 and m["train/rewards/answer_format/mean"] == 0.0
     assert m["train/silent_groups/frac_microbatches_skipped"] == 0.5
+    assert m["train/prompt_sharing"] == 1.0  # each distinct prompt ran once per micro-batch (rlft.training.shared_prefix)
     for key in ("train/rewards/math_accuracy/mean", "train/rewards/answer_format/mean", "train/reward"):
         assert key in m and 0.0 <= m[key] <= 1.5
     assert_scorecard(m, rewards=["math_accuracy", "answer_format"])

@@ -9,7 +9,9 @@ with the same rewards: ``eval/reward/<name>``, ``eval/kl_to_ref``, ``eval/mean_l
 ``early_stopping:`` it also scores greedy completions to held-out prompts every N steps, stops when
 that reward stops improving and ends with the best-scoring weights (``rlft.training.early_stopping``).
 With ``beta: 0`` the micro-batches whose completion groups all scored alike are skipped (no gradient,
-the same update; ``rlft.training.silent_groups``).
+the same update; ``rlft.training.silent_groups``), and each micro-batch runs every distinct prompt
+through the model once, not once per completion (``rlft.training.shared_prefix``; the same
+log-probabilities and gradients; ``train/prompt_sharing`` is 1 where it was on).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rlft.stages.train_loop import count_parameters, final_train_metrics
 from rlft.stages.trl_config import trl_config_for
 from rlft.training.checkpoints import train_resumable
 from rlft.training.early_stopping import watch_rewards
+from rlft.training.shared_prefix import sharing_prompt_prefix
 from rlft.training.silent_groups import SKIPPED, skipping_silent_groups
 
 
@@ -46,7 +49,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
         seed=ctx.seed_for(cfg),
     )
     held, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
-    trainer = skipping_silent_groups(getattr(trl, trainer_name))(
+    trainer = sharing_prompt_prefix(skipping_silent_groups(getattr(trl, trainer_name)))(
         model=model,
         reward_funcs=[r.reward for r in rewards],
         args=args,
@@ -65,6 +68,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     skipped = [e[SKIPPED] for e in trainer.state.log_history if SKIPPED in e]
     if skipped:  # the share of the stage's forward+backward passes that silent groups spared
         metrics[f"train/{SKIPPED}"] = sum(skipped) / len(skipped)
+    metrics["train/prompt_sharing"] = float(trainer.prompt_sharing_off is None)
     metrics.update(stopping.metrics if stopping else {})
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)

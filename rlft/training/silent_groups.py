@@ -8,8 +8,9 @@ forward and backward pass. On a CPU that is most of a step once the model gets m
 ``skipping_silent_groups(trl.GRPOTrainer)`` returns a subclass that, after each generation batch is
 scored, zeroes the advantages of silent groups (TRL leaves ~1e-3 there from float rounding when it
 divides by a group's ~1e-7 standard deviation), moves their rows behind the rows that carry signal,
-re-splits the batch into the same number of equal micro-batches and skips every micro-batch made only
-of silent rows. The sum of the micro-batch gradients is unchanged: each loss below divides by the
+re-splits the batch into the same number of equal micro-batches (rows stay within the optimizer step
+TRL gave them; each group's rows stay together, so ``rlft.training.shared_prefix`` runs their prompt
+once) and skips every micro-batch made only of silent rows. The sum of the micro-batch gradients is unchanged: each loss below divides by the
 micro-batch's row count or by the generation batch's token count, both fixed. Where the conditions do
 not hold the subclass behaves exactly like its parent. Logged per generation batch:
 ``silent_groups/frac_rows`` and ``silent_groups/frac_microbatches_skipped`` (of the micro-batch passes
@@ -26,6 +27,7 @@ from typing import Any
 # weight sequences in ways that a repack would change.
 _GRPO_LOSSES = frozenset({"grpo", "dr_grpo", "dapo", "cispo", "sapo"})
 SILENT = "rlft_silent"  # key of the per-row flag carried in each micro-batch
+GROUP = "rlft_group"  # key of the per-row group (prompt) index within its generation batch
 SKIPPED = "silent_groups/frac_microbatches_skipped"  # logged once per generation batch
 
 
@@ -67,8 +69,20 @@ def silent_rows(rewards_per_func, weights, group_size: int):
     return alike.repeat_interleave(group_size)
 
 
-def signal_first(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The same rows re-split into as many equal micro-batches, rows that carry signal first (order kept)."""
+def signal_first(chunks: list[dict[str, Any]], window: int | None = None) -> list[dict[str, Any]]:
+    """The same rows re-split into as many equal micro-batches: rows that carry signal first, each group's rows together.
+
+    ``window``: how many consecutive micro-batches one optimizer step accumulates; rows move only within
+    their window, so every optimizer step trains on the rows TRL gave it (all micro-batches when None).
+    Within a window the order is (silent, group), stable: silent micro-batches gather at the end, where
+    they can be skipped, and the completions of one prompt share micro-batches, where
+    ``rlft.training.shared_prefix`` runs their prompt once.
+    """
+    window = window or len(chunks)
+    return [c for start in range(0, len(chunks), window) for c in _repacked(chunks[start : start + window])]
+
+
+def _repacked(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import torch
     from trl.trainer.utils import split_tensor_dict
 
@@ -80,12 +94,15 @@ def signal_first(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged[key] = torch.cat([c[key] for c in chunks], dim=0)
         else:
             merged[key] = [row for c in chunks for row in c[key]]
-    order = torch.argsort(merged[SILENT].long(), stable=True)
-    for key, value in merged.items():
+    key = merged[SILENT].long()
+    if GROUP in merged:
+        key = key * (int(merged[GROUP].max()) + 1) + merged[GROUP].long()
+    order = torch.argsort(key, stable=True)
+    for name, value in merged.items():
         if isinstance(value, torch.Tensor) and value.ndim > 0:
-            merged[key] = value[order]
+            merged[name] = value[order]
         elif isinstance(value, list):
-            merged[key] = [value[i] for i in order.tolist()]
+            merged[name] = [value[i] for i in order.tolist()]
     return split_tensor_dict(merged, len(chunks))
 
 
@@ -103,6 +120,8 @@ def skipping_silent_groups(trainer_cls: type) -> type:
             return self._rlft_rewards
 
         def _generate_and_score_completions(self, generation_batch):
+            import torch
+
             out = super()._generate_and_score_completions(generation_batch)
             if self.silent_groups_off is None and self.model.training and self._rlft_rewards is not None:
                 silent = silent_rows(self._rlft_rewards, self.reward_weights, self.num_generations)
@@ -111,6 +130,7 @@ def skipping_silent_groups(trainer_cls: type) -> type:
                 silent = silent[start : start + n].to(out["advantages"].device)
                 out["advantages"] = out["advantages"].masked_fill(silent, 0.0)
                 out[SILENT] = silent
+                out[GROUP] = torch.arange(n, device=silent.device) // self.num_generations
                 self._metrics["train"]["silent_groups/frac_rows"].append(silent.float().mean().item())
             self._rlft_rewards = None
             return out
@@ -120,7 +140,9 @@ def skipping_silent_groups(trainer_cls: type) -> type:
             inputs = super()._prepare_inputs(generation_batch)
             chunks = self._buffered_inputs
             if self.model.training and chunks is not before and chunks and SILENT in chunks[0]:
-                self._buffered_inputs = signal_first(chunks)
+                accumulation = self.args.gradient_accumulation_steps
+                if len(chunks) % accumulation == 0:  # else rows would cross optimizer steps: leave TRL's split
+                    self._buffered_inputs = signal_first(chunks, window=accumulation)
                 # Each micro-batch is visited num_iterations times; the very first visit (this step) always runs.
                 silent = sum(bool(c[SILENT].all()) for c in self._buffered_inputs)
                 visits = self.num_iterations * len(chunks)
