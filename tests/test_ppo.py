@@ -109,6 +109,36 @@ def test_completion_mask_stops_at_the_first_eos():
     assert ended.tolist() == [True, True, False]
 
 
+def test_encoding_prompts_left_pads_and_leaves_the_tokenizer_as_it_was(tiny_model):
+    from transformers import AutoTokenizer
+
+    from rlft.ppo.rollout import encode_prompts
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.padding_side, tok.truncation_side = "right", "right"
+    ids, mask = encode_prompts(tok, ["1+1=", "12+34="], max_prompt_length=5)
+    assert mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]  # left padding
+    assert ids[1].tolist() == tok("2+34=", add_special_tokens=False).input_ids  # an over-long prompt keeps its end
+    assert (tok.padding_side, tok.truncation_side) == ("right", "right")
+
+
+def test_dropout_is_zeroed_under_every_name_a_layer_keeps_it():
+    from rlft.ppo.trainer import _disable_dropout
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.3)
+            self.attention_dropout, self.hidden_dropout_prob, self.classifier_dropout_rate, self.resid_pdrop = 0.1, 0.2, 0.3, 0.4
+            self.layer_norm_eps = 1e-5  # not a dropout: kept
+
+    layer = Layer()
+    _disable_dropout(layer)
+    assert layer.drop.p == 0.0
+    assert (layer.attention_dropout, layer.hidden_dropout_prob, layer.classifier_dropout_rate, layer.resid_pdrop) == (0.0,) * 4
+    assert layer.layer_norm_eps == 1e-5
+
+
 def test_config_rejects_bad_batch_split_and_names_ppo_keys(tiny_model, tmp_path):
     from rlft.errors import RlftError
     from rlft.stages.trl_config import trl_config_for

@@ -52,17 +52,20 @@ def prompt_texts(tokenizer, prompts: list) -> list[str]:
 
 
 def encode_prompts(tokenizer, prompts: list, max_prompt_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and mask, (B, P); over-long prompts keep their last tokens."""
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"
-    batch = tokenizer(
-        prompt_texts(tokenizer, prompts),
-        return_tensors="pt",
-        padding=True,
-        add_special_tokens=False,
-        truncation=max_prompt_length is not None,
-        max_length=max_prompt_length,
-    )
+    """Left-padded prompt ids and mask, (B, P); over-long prompts keep their last tokens; the tokenizer is left as it was."""
+    sides = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    try:  # the tokenizer is saved with the policy: it keeps the sides the user gave it
+        batch = tokenizer(
+            prompt_texts(tokenizer, prompts),
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=False,
+            truncation=max_prompt_length is not None,
+            max_length=max_prompt_length,
+        )
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = sides
     return batch["input_ids"], batch["attention_mask"]
 
 

@@ -56,6 +56,7 @@ from rlft.ppo.config import PPOConfig
 from rlft.ppo.rollout import Rollout, policy_forward, sample
 from rlft.ppo.value import SeparateCritic, SharedCritic
 from rlft.reward_refs import trl_shaped
+from rlft.training.selective import DROPOUT_SUFFIXES
 
 StepCallback = Callable[[int, int, dict], bool | None]  # (step, max_steps, logs) -> True: stop training after this step
 
@@ -476,10 +477,11 @@ def _frozen_copy(model):
 
 
 def _disable_dropout(module: torch.nn.Module) -> None:
-    """Zero every dropout: ``nn.Dropout`` modules, and the float rates attention layers pass to their kernels (Llama's ``attention_dropout``)."""
+    """Zero every dropout: ``nn.Dropout`` modules, and the float rates layers pass to their kernels (Llama's
+    ``attention_dropout``; any attribute named like a dropout field: ``*dropout``, ``*_prob``, ``*_rate``, ``*pdrop``)."""
     for m in module.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
         for name, value in list(vars(m).items()):
-            if name.endswith("dropout") and isinstance(value, float):
+            if name.endswith(DROPOUT_SUFFIXES) and isinstance(value, float):
                 setattr(m, name, 0.0)
