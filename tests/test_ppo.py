@@ -452,3 +452,47 @@ def test_interrupted_ppo_resumes_from_its_checkpoint_to_the_same_run(tiny_model,
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
     assert resumed.kl_ctl.value == pytest.approx(whole.kl_ctl.value)
     assert [p.name for p in (tmp_path / "cut").iterdir()] == ["checkpoint-3"]  # no checkpoint at the last step; one kept
+
+
+def test_rollouts_are_sampled_from_the_tempered_policy_even_when_the_model_ships_sampling_settings(tiny_model):
+    """A model whose generation config sets repetition_penalty/top_k/min_p (instruct models do) must not shape
+    PPO's samples: the distribution generate samples from equals the one PPO's log-probs are computed under."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlft.ppo.rollout import policy_forward, sample
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    model.generation_config.repetition_penalty, model.generation_config.top_k, model.generation_config.min_p = 3.0, 5, 0.2
+    scores = []
+    plain = model.generate
+
+    def generate_keeping_scores(**kw):
+        config = kw.pop("generation_config")
+        config.output_scores, config.return_dict_in_generate = True, True
+        out = plain(**kw, generation_config=config)
+        scores.extend(out.scores)
+        return out.sequences
+
+    model.generate = generate_keeping_scores
+    args = SimpleNamespace(max_prompt_length=None, max_completion_length=6, temperature=0.7, top_p=1.0)
+    torch.manual_seed(0)
+    roll = sample(model, tok, ["1+1=", "12+34="], args=args, eos_ids=[tok.eos_token_id], device="cpu")
+    assert model.generation_config.repetition_penalty == 3.0  # the model's own settings are back afterwards
+    sampled = torch.stack([s.log_softmax(-1) for s in scores], dim=1)  # (B, T, V): what generate drew from
+    steps = sampled.shape[1]
+    taken = sampled.gather(-1, roll.completion_ids[:, :steps].unsqueeze(-1)).squeeze(-1)
+    ids = torch.cat([roll.query_ids, roll.completion_ids], dim=1)
+    attn = torch.cat([roll.query_mask, roll.completion_mask.long()], dim=1)
+    ppo = policy_forward(model, ids, attn, roll.completion_ids.shape[1], 0.7).logprobs[:, :steps]
+    real = roll.completion_mask[:, :steps].bool()
+    torch.testing.assert_close(taken[real], ppo[real], rtol=1e-4, atol=1e-4)
+
+
+def test_top_p_below_one_is_refused_for_ppo():
+    from rlft.ppo.config import PPOConfig
+
+    with pytest.raises(ValueError, match="top_p must be 1.0"):
+        PPOConfig(output_dir="unused", top_p=0.9, use_cpu=True, bf16=False)

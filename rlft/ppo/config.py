@@ -31,7 +31,13 @@ class PPOConfig(TrainingArguments):
     max_prompt_length: int | None = field(default=512, metadata={"help": "keep at most this many prompt tokens (the last ones)."})
     max_completion_length: int = field(default=64, metadata={"help": "maximum new tokens per completion."})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature (log-probs use the same tempered distribution)."})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling; 1.0 samples from the whole tempered distribution."})
+    top_p: float = field(
+        default=1.0,
+        metadata={
+            "help": "must stay 1.0: nucleus sampling would draw tokens from a truncated distribution while PPO's ratios and KL "
+            "use the whole tempered one (biased updates); lower temperature instead"
+        },
+    )
     missing_eos_penalty: float | None = field(
         default=None, metadata={"help": "subtracted from the score of completions that hit max_completion_length without EOS."}
     )
@@ -74,8 +80,11 @@ class PPOConfig(TrainingArguments):
             problems.append(f"temperature must be positive (PPO samples), got {self.temperature}")
         if self.fp16:
             problems.append("fp16 needs a loss scaler, which rlft's PPO does not have; use bf16: true (autocast) instead")
-        if not 0.0 < self.top_p <= 1.0:
-            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_p != 1.0:
+            problems.append(
+                f"top_p must be 1.0, got {self.top_p}: a truncated sampling distribution is not the one PPO's ratios and KL "
+                "are computed under; lower temperature to sample more conservatively"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -7,6 +7,8 @@ those of the distribution the tokens were sampled from (tempered by the same tem
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import dataclass
 
 import torch
@@ -79,9 +81,30 @@ def completion_mask(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[t
     return (positions <= first_eos.unsqueeze(1)).float(), ended
 
 
+@contextmanager
+def neutral_generation_config(model):
+    """Within the block the model's generation config holds only its special tokens, so ``generate`` fills nothing
+    else from it (transformers fills every field a passed config leaves unset from the model's)."""
+    from transformers import GenerationConfig
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    own = base.generation_config
+    keep = {k: getattr(own, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")}
+    base.generation_config = GenerationConfig(**{k: v for k, v in keep.items() if v is not None})
+    try:
+        yield
+    finally:
+        base.generation_config = own
+
+
 @torch.no_grad()
 def sample(model, tokenizer, prompts: list, *, args, eos_ids: list[int], device) -> Rollout:
-    """Sample one completion per prompt with ``args.temperature``/``top_p``, stopping at EOS."""
+    """Sample one completion per prompt from the policy tempered by ``args.temperature``, stopping at EOS.
+
+    Nothing else shapes the distribution: the model's own generation config (a ``repetition_penalty``,
+    ``top_k``, ``min_p``... as instruct models ship them) is set aside while sampling, since PPO's old
+    log-probs, ratios and KL are computed under the plain tempered softmax.
+    """
     from transformers import GenerationConfig
 
     query_ids, query_mask = encode_prompts(tokenizer, prompts, args.max_prompt_length)
@@ -90,14 +113,15 @@ def sample(model, tokenizer, prompts: list, *, args, eos_ids: list[int], device)
         max_new_tokens=args.max_completion_length,
         do_sample=True,
         temperature=args.temperature,
-        top_p=args.top_p,
+        top_p=1.0,
         top_k=0,  # sample from the tempered distribution itself, whose log-probs PPO uses
         eos_token_id=eos_ids,
         pad_token_id=tokenizer.pad_token_id,
     )
     was_training = model.training
     model.eval()  # generate turns the KV cache off under activation checkpointing in train mode
-    out = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
+    with neutral_generation_config(model):
+        out = model.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
     model.train(was_training)
     completion_ids = out[:, query_ids.shape[1] :]
     mask, ended = completion_mask(completion_ids, eos_ids)

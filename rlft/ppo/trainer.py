@@ -4,7 +4,8 @@ TRL removed its PPOTrainer in 1.13; this one follows TRL's former PPOv2 and Open
 
 1. **rollout** — take ``B = per_device_train_batch_size * gradient_accumulation_steps`` prompts (a
    seeded shuffle, cycling over the data), apply the chat template, sample one completion each
-   (``temperature``, ``top_p``, at most ``max_completion_length`` tokens, stop at EOS);
+   (from the policy tempered by ``temperature`` and nothing else, at most ``max_completion_length``
+   tokens, stop at EOS);
 2. **score** — call every reward function ``fn(prompts, completions, **columns)``; the score of a
    completion is the weighted sum (``None`` counts 0), minus ``missing_eos_penalty`` when it never
    ended;
