@@ -8,7 +8,6 @@ those of the distribution the tokens were sampled from (tempered by the same tem
 from __future__ import annotations
 
 from contextlib import contextmanager
-
 from dataclasses import dataclass
 
 import torch
