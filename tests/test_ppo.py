@@ -229,6 +229,7 @@ def test_ppo_stage_raises_reward_with_finite_kl(tiny_model, tmp_path):
     assert {"train/rewards/digit_fraction/mean", "train/entropy", "train/completions/mean_length", "train/time/rollout_s"} <= set(
         history[-1]
     )
+    assert all(h["train/grad_norm/policy"] > 0 and h["train/grad_norm/value"] > 0 for h in history)  # clipped apart
 
     m = result.metrics
     assert m["train/steps"] == 40 and m["train/first_reward"] == pytest.approx(rewards[0])
@@ -496,3 +497,32 @@ def test_top_p_below_one_is_refused_for_ppo():
 
     with pytest.raises(ValueError, match="top_p must be 1.0"):
         PPOConfig(output_dir="unused", top_p=0.9, use_cpu=True, bf16=False)
+
+
+def test_policy_and_critic_gradients_are_clipped_each_on_their_own():
+    from rlft.ppo.trainer import clip_each
+
+    policy, critic = torch.zeros(4, requires_grad=True), torch.zeros(4, requires_grad=True)
+    policy.grad, critic.grad = torch.full((4,), 0.5), torch.full((4,), 50.0)  # norms 1 and 100
+    norms = clip_each({"policy": [policy], "value": [critic]}, max_norm=0.5)
+    assert norms == pytest.approx({"policy": 1.0, "value": 100.0})
+    # A joint norm (100.005) would have scaled the policy's gradient to ~0.005; alone it is scaled to 0.5.
+    assert policy.grad.norm().item() == pytest.approx(0.5, rel=1e-4) and critic.grad.norm().item() == pytest.approx(0.5, rel=1e-4)
+
+
+def test_huge_log_ratios_are_clamped_before_exp():
+    mask = torch.ones(1, 2)
+    new, old = torch.tensor([[0.0, -1.0]]), torch.tensor([[-200.0, -1.0]])  # log-ratio 200 on the first token
+    out = core.policy_loss(new, old, torch.ones(1, 2), mask, cliprange=0.2)
+    assert math.isfinite(out.loss.item()) and math.isfinite(out.approx_kl.item())
+    assert out.approx_kl.item() == pytest.approx((math.exp(20) - 1 - 20) / 2)  # the log-ratio counted as 20
+    kl = core.per_token_kl(torch.tensor([[-200.0, 0.0]]), torch.tensor([[0.0, -200.0]]), "k3")
+    assert torch.isfinite(kl).all() and kl.tolist()[0] == pytest.approx([math.exp(10) - 1 - 10, math.exp(-10) - 1 + 10])
+    assert core.per_token_kl(torch.tensor([[0.0]]), torch.tensor([[-50.0]]), "k1").item() == 10.0
+
+
+def test_k3_is_refused_as_the_reward_penalty():
+    from rlft.ppo.config import PPOConfig
+
+    with pytest.raises(ValueError, match="k3 is not a correct per-token reward penalty"):
+        PPOConfig(output_dir="unused", kl_estimator="k3", use_cpu=True, bf16=False)

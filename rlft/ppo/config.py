@@ -43,7 +43,13 @@ class PPOConfig(TrainingArguments):
     )
     # KL penalty against the starting model
     kl_coef: float = field(default=0.05, metadata={"help": "per-token KL penalty coefficient (the start value when adaptive)."})
-    kl_estimator: str = field(default="k1", metadata={"help": "per-token KL estimate in the reward: k1 (log-ratio) or k3 (non-negative)."})
+    kl_estimator: str = field(
+        default="k1",
+        metadata={
+            "help": "per-token KL estimate in the reward penalty: k1 (the log-ratio), the one that is right for a reward; "
+            "k3 is refused there (its penalty nearly vanishes near the reference and can point the wrong way)"
+        },
+    )
     adaptive_kl: bool = field(default=False, metadata={"help": "adapt kl_coef towards target_kl (Ziegler et al. 2019)."})
     target_kl: float = field(default=6.0, metadata={"help": "adaptive KL target, in nats per completion (sum over its tokens)."})
     kl_horizon: int = field(default=10000, metadata={"help": "adaptive KL horizon, in completions."})
@@ -66,8 +72,13 @@ class PPOConfig(TrainingArguments):
         problems = []
         if self.critic not in CRITICS:
             problems.append(f"critic must be one of {', '.join(CRITICS)}, got {self.critic!r}")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            problems.append(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
+        if self.kl_estimator == "k3":
+            problems.append(
+                "kl_estimator k3 is not a correct per-token reward penalty (about k1^2/2 near the reference: almost no "
+                "pull back, and it can point the wrong way); rlft's PPO puts the KL in the reward, so use k1"
+            )
+        elif self.kl_estimator not in KL_ESTIMATORS:
+            problems.append(f"kl_estimator must be k1, got {self.kl_estimator!r}")
         if self.rollout_batch_size % self.num_mini_batches:
             problems.append(
                 f"num_mini_batches ({self.num_mini_batches}) must divide the rollout batch "

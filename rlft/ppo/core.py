@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import torch
 
 
+RATIO_LOG_CLAMP = 20.0  # |log(pi / pi_old)| at most this before exp (OpenRLHF's bound)
+KL_LOG_CLAMP = 10.0  # |log(pi / pi_ref)| at most this in the KL estimate (OpenRLHF's bound)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over positions where ``mask`` is 1 (a scalar)."""
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
@@ -66,7 +70,7 @@ def policy_loss(
     logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
 ) -> PolicyLoss:
     """PPO's clipped policy loss; all inputs (B, T), ``old_logprobs`` and ``advantages`` constant."""
-    log_ratio = (logprobs - old_logprobs) * mask
+    log_ratio = ((logprobs - old_logprobs) * mask).clamp(-RATIO_LOG_CLAMP, RATIO_LOG_CLAMP)  # exp() stays finite
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
@@ -102,9 +106,13 @@ def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     """Per-token estimate of KL(policy || reference) from sampled tokens' log-probs, (B, T).
 
     ``k1`` = log pi - log pi_ref (unbiased, can be negative per token); ``k3`` = exp(-k1) - 1 + k1
-    (unbiased, never negative; Schulman's "Approximating KL divergence").
+    (unbiased, never negative; Schulman's "Approximating KL divergence"). As a fixed per-token reward
+    penalty only k1 is right: k3's value is ~k1^2/2 near the reference, so the penalty it gives
+    almost vanishes there and its direction can be wrong (Tang & Munos 2025); rlft's PPO uses k3 for
+    its logged approx-KL between old and new policy, not as the penalty. The log-ratio is clamped to
+    +-10.
     """
-    log_ratio = logprobs - ref_logprobs
+    log_ratio = (logprobs - ref_logprobs).clamp(-KL_LOG_CLAMP, KL_LOG_CLAMP)  # as OpenRLHF: k3's exp() stays finite
     if estimator == "k1":
         return log_ratio
     if estimator == "k3":

@@ -17,8 +17,10 @@ TRL removed its PPOTrainer in 1.13; this one follows TRL's former PPOv2 and Open
    and returns (unwhitened advantages + values: the value targets);
 5. **optimise** — ``num_ppo_epochs`` passes over the batch, each split into ``num_mini_batches``
    shuffled minibatches; a minibatch is one AdamW step (gradients accumulated over micro-batches of
-   at most ``per_device_train_batch_size`` rows, weighted by their token counts, clipped to
-   ``max_grad_norm``) on the clipped policy loss + ``vf_coef`` * the clipped value loss;
+   at most ``per_device_train_batch_size`` rows, weighted by their token counts; the policy's and
+   the critic's gradients each clipped to ``max_grad_norm`` on their own, so the critic's larger
+   gradients do not shrink the policy's step) on the clipped policy loss + ``vf_coef`` * the
+   clipped value loss;
 6. **log** — reward, KL, entropy, losses, clip fractions, explained variance, timings; an
    adaptive KL coefficient moves towards ``target_kl`` (Ziegler et al. 2019).
 
@@ -418,7 +420,7 @@ class PPOTrainer:
         args = self.args
         size = len(exp.rollout.texts)
         mini = size // args.num_mini_batches
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        groups = {"policy": self.optimizer.param_groups[0]["params"], "value": self.optimizer.param_groups[1]["params"]}
         sums: dict[str, float] = defaultdict(float)
         updates = args.num_ppo_epochs * args.num_mini_batches
         self.model.train()
@@ -429,7 +431,8 @@ class PPOTrainer:
                 for key, value in self._minibatch(exp, order[start : start + mini]).items():
                     sums[key] += value / updates
                 if args.max_grad_norm and args.max_grad_norm > 0:
-                    sums["grad_norm"] += torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm).item() / updates
+                    for name, norm in clip_each(groups, args.max_grad_norm).items():
+                        sums[f"grad_norm/{name}"] += norm / updates
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -456,6 +459,14 @@ class PPOTrainer:
             stats["ppo/value_clip_fraction"] += vf.clip_fraction.item() * share
             stats["ppo/approx_kl"] += pg.approx_kl.item() * share
         return stats
+
+
+def clip_each(groups: dict[str, list[torch.Tensor]], max_norm: float) -> dict[str, float]:
+    """Clip each parameter group's gradients to ``max_norm`` on its own; each group's norm before clipping.
+
+    One joint norm over policy and critic would scale the policy's step by a factor the critic's
+    (usually larger, and changing) gradients set."""
+    return {name: torch.nn.utils.clip_grad_norm_(params, max_norm).item() for name, params in groups.items() if params}
 
 
 def _chunks(n: int, size: int) -> list[slice]:
