@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 RATIO_LOG_CLAMP = 20.0  # |log(pi / pi_old)| at most this before exp (OpenRLHF's bound)
 KL_LOG_CLAMP = 10.0  # |log(pi / pi_ref)| at most this in the KL estimate (OpenRLHF's bound)
 
