@@ -327,7 +327,9 @@ def test_lora_reference_is_the_untouched_base_and_shared_critic_with_adaptive_kl
         assert not torch.allclose(ref, policy_forward(trainer.model, ids, attn, 3, args.temperature).logprobs)
     coefs = [h["ppo/kl_coef"] for h in output.log_history]
     assert coefs[0] == args.kl_coef and trainer.kl_ctl.value != args.kl_coef  # adapted after a step
-    assert all(h["ppo/score"] <= h["reward"] for h in output.log_history)  # the missing-EOS penalty applies
+    for h in output.log_history:  # every completion is paid 1.0; one that never reached EOS loses missing_eos_penalty (1.0)
+        assert h["reward"] == 1.0 and h["ppo/score"] == pytest.approx(1.0 - h["completions/clipped_ratio"])
+    assert any(h["completions/clipped_ratio"] > 0 for h in output.log_history), "the penalty must have applied somewhere"
 
 
 def test_separate_critic_starts_from_the_reward_model(tiny_model, tmp_path):
@@ -526,3 +528,54 @@ def test_k3_is_refused_as_the_reward_penalty():
 
     with pytest.raises(ValueError, match="k3 is not a correct per-token reward penalty"):
         PPOConfig(output_dir="unused", kl_estimator="k3", use_cpu=True, bf16=False)
+
+
+def test_policy_forward_equals_a_plain_forward_in_chunks_and_under_left_padding(tiny_model, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from rlft.ppo import rollout
+    from rlft.ppo.rollout import policy_forward
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    ids = torch.tensor([[10, 11, 12, 13, 14, 15], [20, 21, 22, 23, 24, 25]])
+    attn = torch.ones_like(ids)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, -4:-1] / 0.7  # predicting the last 3 tokens
+        want = logits.log_softmax(-1).gather(-1, ids[:, -3:].unsqueeze(-1)).squeeze(-1)
+        want_entropy = -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1)
+        got = policy_forward(model, ids, attn, 3, 0.7, with_entropy=True)
+        torch.testing.assert_close(got.logprobs, want)
+        torch.testing.assert_close(got.entropy, want_entropy)
+        monkeypatch.setattr(rollout, "LOGIT_CHUNK", 1)  # one row at a time
+        torch.testing.assert_close(policy_forward(model, ids, attn, 3, 0.7).logprobs, want)
+        padded = torch.cat([torch.zeros(2, 3, dtype=torch.long), ids], dim=1)  # three pad tokens on the left
+        pad_mask = torch.cat([torch.zeros(2, 3, dtype=torch.long), attn], dim=1)
+        torch.testing.assert_close(policy_forward(model, padded, pad_mask, 3, 0.7).logprobs, want, rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert policy_forward(model, ids, attn, 3, 0.7).logprobs.dtype == torch.float32
+
+
+def test_the_first_update_of_a_rollout_starts_at_ratio_one(tiny_model):
+    """One epoch of one minibatch: the update's policy is the rollout's, so approx-KL and clip fraction are exactly 0
+    (dropout off, the same forward at rollout and update time), whatever the model learnt in earlier steps."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlft.ppo import PPOConfig, PPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = 0.3  # the rate Llama passes to its attention kernel: the trainer zeroes it
+    rows = Dataset.from_list([{"prompt": r["prompt"]} for r in sum_rows(8, with_completion=False)])
+    args = PPOConfig(
+        output_dir="/tmp/unused", report_to="none", use_cpu=True, bf16=False, max_steps=3, per_device_train_batch_size=2,
+        gradient_accumulation_steps=2, num_mini_batches=1, num_ppo_epochs=1, max_completion_length=5, learning_rate=5e-2,
+        critic="shared",
+    )  # fmt: skip
+    reward = lambda prompts, completions, **kw: [float(len(c)) for c in completions]  # noqa: E731
+    output = PPOTrainer(model, tok, args, rows, [reward]).train()
+    assert len(output.log_history) == 3
+    for h in output.log_history:
+        assert h["ppo/approx_kl"] == pytest.approx(0.0, abs=1e-6) and h["ppo/clip_fraction"] == 0.0
+    assert output.log_history[-1]["kl"] != 0.0  # the policy did move away from its start between rollouts

@@ -129,6 +129,9 @@ def sample(model, tokenizer, prompts: list, *, args, eos_ids: list[int], device)
     return Rollout(query_ids, query_mask, completion_ids, mask, ended, texts)
 
 
+LOGIT_CHUNK = 1 << 26  # logits (rows x completion tokens x vocabulary) upcast to fp32 at once: 256 MB
+
+
 @dataclass
 class PolicyOutput:
     """What one forward of the policy gives about the completion tokens (B, T each; ``hidden`` (B, T, H))."""
@@ -162,10 +165,16 @@ def policy_forward(
         output_hidden_states=with_hidden,
         use_cache=False,
     )
-    logits = out.logits[:, :-1] / temperature
-    targets = input_ids[:, -n_completion:]
+    raw, targets = out.logits[:, :-1], input_ids[:, -n_completion:]
+    logprobs, entropy = [], []
+    rows = max(1, LOGIT_CHUNK // max(1, raw.shape[1] * raw.shape[2]))
+    for start in range(0, raw.shape[0], rows):  # fp32 (rows, T, V) at a time, not (B, T, V): vocabularies run to 150k
+        logits = raw[start : start + rows].float() / temperature  # upcast before the division under bf16 autocast
+        logprobs.append(logprobs_of(logits, targets[start : start + rows]))
+        if with_entropy:
+            entropy.append(entropy_from_logits(logits))
     return PolicyOutput(
-        logprobs=logprobs_of(logits, targets),
-        entropy=entropy_from_logits(logits) if with_entropy else None,
+        logprobs=torch.cat(logprobs),
+        entropy=torch.cat(entropy) if with_entropy else None,
         hidden=out.hidden_states[-1][:, -n_completion - 1 : -1] if with_hidden else None,
     )
