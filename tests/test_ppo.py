@@ -579,3 +579,44 @@ def test_the_first_update_of_a_rollout_starts_at_ratio_one(tiny_model):
     for h in output.log_history:
         assert h["ppo/approx_kl"] == pytest.approx(0.0, abs=1e-6) and h["ppo/clip_fraction"] == 0.0
     assert output.log_history[-1]["kl"] != 0.0  # the policy did move away from its start between rollouts
+
+
+def test_micro_batches_weighted_by_tokens_give_the_one_big_batch_gradient(tiny_model):
+    """Completions of different lengths split into micro-batches: the accumulated gradient (and statistics) equal
+    those of the whole minibatch in one pass, because each micro-batch's loss is weighted by its share of tokens."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlft.ppo import PPOConfig, PPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    rows = Dataset.from_list([{"prompt": r["prompt"]} for r in sum_rows(8, with_completion=False)])
+    args = PPOConfig(
+        output_dir="/tmp/unused", report_to="none", use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=6,
+        gradient_accumulation_steps=1, max_completion_length=8, critic="shared",
+    )  # fmt: skip
+    reward = lambda prompts, completions, **kw: [float(len(c)) for c in completions]  # noqa: E731
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    trainer = PPOTrainer(model, tok, args, rows, [reward])
+    torch.manual_seed(1)
+    batch = trainer._next_rows()
+    from rlft.ppo.rollout import sample
+
+    rollout = sample(trainer.model, tok, batch["prompt"], args=args, eos_ids=trainer.eos_ids, device="cpu")
+    for i, n in enumerate([3, 8, 5, 2, 7, 4]):  # as if they had stopped at EOS after n tokens (the random model never does)
+        rollout.completion_mask[i, n:] = 0.0
+        rollout.completion_ids[i, n:] = tok.pad_token_id
+    exp = trainer._experience(rollout, trainer._score(batch, rollout)[0], trainer.kl_ctl.value)
+    params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+
+    def grads(micro: int):
+        trainer.args.per_device_train_batch_size = micro
+        trainer.optimizer.zero_grad(set_to_none=True)
+        stats = trainer._minibatch(exp, torch.arange(6))
+        return [p.grad.clone() for p in params], stats
+
+    whole, whole_stats = grads(6)
+    split, split_stats = grads(2)
+    for a, b in zip(split, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert split_stats == pytest.approx(whole_stats, rel=1e-4, abs=1e-6)
