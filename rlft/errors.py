@@ -28,6 +28,7 @@ class RecipeError(RlftError):
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems  # (key path, message incl. fix)
+        self.recipe = None  # the parsed recipe when only cross-key checks failed, so deeper checks can still run
         lines = [f"{len(problems)} problem(s) in recipe {source}:"]
         lines += [f"  - {path}: {msg}" if path else f"  - {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))

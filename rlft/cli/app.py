@@ -39,10 +39,21 @@ def _fail(exc) -> None:
 
 
 def _load(recipe: Path, overrides: list[str] | None, deep: bool = True, here: bool = False):
+    from rlft.errors import RecipeError
     from rlft.pipeline.checks import check_recipe
     from rlft.recipe import load_recipe
 
-    r = load_recipe(recipe, overrides or [])
+    try:
+        r = load_recipe(recipe, overrides or [])
+    except RecipeError as exc:
+        shaped = exc.recipe  # the schema held, cross-key checks failed: report the deep problems too
+        if not deep or shaped is None:
+            raise
+        try:
+            check_recipe(shaped, str(recipe), here=here)
+        except RecipeError as deeper:
+            raise RecipeError(str(recipe), exc.problems + deeper.problems) from None
+        raise
     if deep:
         check_recipe(r, str(recipe), here=here)
     return r

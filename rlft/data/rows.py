@@ -27,6 +27,15 @@ if TYPE_CHECKING:  # the recipe layer sits above this one: a spec arrives as an 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
+def reads_locally(spec: DataSpec, base_dir: Path) -> bool:
+    """The source is bundled or a local file (readable offline, cheap to check before training); not a hub data set."""
+    src = spec.source
+    if src.startswith("bundled:") or src.startswith((".", "/", "~")):
+        return True
+    path = Path(src).expanduser()
+    return path.suffix.lower() in FILE_BUILDERS or path.exists() or (base_dir / path).exists()
+
+
 def _load_raw(spec: DataSpec, split: str, base_dir: Path):
     import datasets
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlft.errors import RecipeError, RlftError
-from rlft.recipe import Recipe, TrainStage, stage_reward_refs
+from rlft.recipe import PairStage, Recipe, TrainStage, stage_reward_refs
 from rlft.stages.trl_config import trl_config_for
 
 
@@ -35,6 +35,50 @@ def _machine_problems(recipe: Recipe) -> list[tuple[str, str]]:
         resolve_mode(recipe.tracking.mode, fallback_offline=recipe.tracking.fallback_offline)
     except RlftError as exc:
         problems.append((exc.where or "tracking.mode", f"{exc.what}; {exc.fix}"))
+    return problems
+
+
+def data_problems(recipe: Recipe, base_dir: Path, reward_columns: dict[str, list[tuple[str, tuple[str, ...]]]], *, here: bool):
+    """Read every stage's data as the stage will (training rows, held-out rows) and check its columns, rewards' included.
+
+    ``reward_columns``: per stage name, (reward label, columns it needs) of its resolved rewards. Hub data sets are
+    read only when the recipe is about to run here (``rlft plan`` of a GPU recipe offline checks the rest).
+    Returns (key, message) problems, every stage's at once.
+    """
+    from rlft.data.rows import load_rows, reads_locally
+
+    problems: list[tuple[str, str]] = []
+    for stage in recipe.stages:
+        data = getattr(stage, "data", None)
+        if data is None:
+            continue
+        kind = "preference" if isinstance(stage, PairStage) else None
+        sources = [("data", data, data.split or stage.default_split)]
+        if isinstance(stage, TrainStage) and stage.eval_data is not None:
+            sources.append(("eval_data", stage.eval_data, stage.eval_data.split or "test"))
+        elif isinstance(stage, TrainStage) and data.source.startswith("bundled:"):
+            sources.append(("data", data.model_copy(update={"limit": None, "split": "test"}), "test"))
+        for i, (key, spec, split) in enumerate(sources):
+            if not here and not reads_locally(spec, base_dir):
+                continue
+            try:
+                rows, _, label = load_rows(spec, split=split, kind=kind, required=stage.required_columns, base_dir=base_dir)
+            except RlftError as exc:
+                where = f" ({exc.where})" if exc.where and not exc.where.startswith("stages.") else ""
+                problems.append((f"stages.{stage.name}.{key}", f"{exc.what}{where}; {exc.fix}"))
+                continue
+            if i > 0:
+                continue  # rewards are checked on the training rows
+            for reward, needed in reward_columns.get(stage.name, []):
+                missing = [c for c in needed if c not in rows.column_names]
+                if missing:
+                    problems.append(
+                        (
+                            f"stages.{stage.name}.rewards",
+                            f"reward {reward} needs column(s) {missing}, which data {label} lacks; its columns are "
+                            f"{rows.column_names}: map one with `stages.{stage.name}.data.columns`",
+                        )
+                    )
     return problems
 
 
@@ -77,10 +121,13 @@ def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, h
                 problems.append((f"{key}.accelerate_config", f"{exc.what}; {exc.fix}"))
                 break
     stage_models: dict[str, str | None] = {}
+    reward_columns: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
     for stage in recipe.stages:
         for path, ref in stage_reward_refs(stage):
             try:
-                resolve_ref(ref, base_dir=base_dir, stage_models=stage_models)
+                resolved = resolve_ref(ref, base_dir=base_dir, stage_models=stage_models)
+                if path.startswith("rewards"):  # the stage's own rewards read its data rows
+                    reward_columns.setdefault(stage.name, []).append((ref.label, tuple(resolved.required_columns)))
             except RlftError as exc:
                 key = "name" if ref.name is not None else "model" if ref.model is not None else "ensemble"
                 problems.append((f"stages.{stage.name}.{path}.{key}", exc.render().replace("\n  fix:", ";")))
@@ -89,7 +136,10 @@ def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, h
         if isinstance(stage, TrainStage):
             try:
                 trl_config_for(stage, "/tmp/rlft-check", seed=stage.seed if stage.seed is not None else recipe.seed, check_only=not here)
+            except RecipeError as exc:  # several keys of one stage
+                problems += exc.problems
             except RlftError as exc:
                 problems.append((exc.where or "", f"{exc.what}; {exc.fix}"))
+    problems += data_problems(recipe, base_dir, reward_columns, here=here)
     if problems:
         raise RecipeError(source, problems)

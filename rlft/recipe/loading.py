@@ -119,5 +119,7 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
         raise RecipeError(source, problems_from(exc, data, Recipe, STAGE_KINDS)) from None
     problems = cross_key_problems(recipe)
     if problems:
-        raise RecipeError(source, problems)
+        error = RecipeError(source, problems)
+        error.recipe = recipe  # valid in shape: deeper checks can still run and add their problems (rlft.cli)
+        raise error
     return recipe

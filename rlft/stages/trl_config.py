@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlft.errors import RlftError, did_you_mean
+from rlft.errors import RecipeError, RlftError, did_you_mean
 from rlft.recipe import TrainStage
 
 # Keys that older transformers/TRL releases (and many published recipes) use, with where they went.
@@ -34,17 +34,20 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
     fields = {f.name for f in dataclasses.fields(cls)}
     aliases = {k.replace("activation_", "gradient_") for k in fields} | {k.replace("gradient_", "activation_") for k in fields}
     unknown = [k for k in stage.trl if k not in fields and not (k.endswith(("checkpointing", "checkpointing_kwargs")) and k in aliases)]
-    if unknown:
-        raise RlftError(
-            "; ".join(f"unknown {cls.__name__} key {k!r}. {MOVED_KEYS.get(k) or did_you_mean(k, fields)}" for k in unknown).strip(),
-            where=f"stages.{stage.name}.trl",
-            fix=f"see the fields of {cls.__module__}.{cls.__name__}",
-        )
+    where = f"stages.{stage.name}.trl"
+    problems = [(where, f"unknown {cls.__name__} key {k!r}. {MOVED_KEYS.get(k) or did_you_mean(k, fields)}".strip()) for k in unknown]
+    bad_values, numbers = checked_values(cls, {k: v for k, v in stage.trl.items() if k in fields})
+    problems += [(f"{where}.{k}", message) for k, message in bad_values]
+    if len(problems) == 1 and unknown:
+        raise RlftError(problems[0][1], where=where, fix=f"see the fields of {cls.__module__}.{cls.__name__}")
+    if problems:  # every bad key of this stage at once, not the first one found
+        raise RecipeError(where, [(k, f"{m}; see the fields of {cls.__module__}.{cls.__name__}") for k, m in problems])
     kwargs = dict(stage.trl_defaults)
     if not torch.cuda.is_available():
         kwargs.update(bf16=False, fp16=False, use_cpu=True)  # bf16 is 5-7x slower (and an error) on CPU
     kwargs.update(seed=seed)
     kwargs.update(stage.trl)
+    kwargs.update(numbers)  # `1e-4` is text to YAML (it wants 1.0e-4): the number it means
     half = [k for k in ("bf16", "fp16") if stage.trl.get(k) and not torch.cuda.is_available()]
     if half and check_only:
         kwargs.update(bf16=False, fp16=False, use_cpu=True)
@@ -64,6 +67,46 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
 
     check_dropout_kept(stage, args)
     return args
+
+
+def checked_values(cls, given: dict) -> tuple[list[tuple[str, str]], dict]:
+    """``(problems, numbers)``: (key, message) for each value that cannot have its field's type (text where a number
+    or a switch belongs), and the numbers meant by numeric text in number fields (YAML reads ``1e-4`` as text).
+
+    TRL's configs check their values one ``__post_init__`` at a time and some not at all (``learning_rate: fast``,
+    or the text ``"1e-4"``, would fail at the first optimizer step), so the plain scalar types are checked here,
+    every key at once.
+    """
+    import types
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: leave the value to TRL
+        return [], {}
+    found, numbers = [], {}
+    for key, value in given.items():
+        hint = hints.get(key)
+        options = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+        options.discard(type(None))
+        if value is None or not options or not options <= {float, int, bool}:
+            continue
+        if isinstance(value, bool) and bool not in options:
+            found.append((key, f"{value!r} is a switch, but {key} takes a number"))
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                kind = "true or false" if options == {bool} else "a number"
+                found.append((key, f"{value!r} is not {kind}"))
+                continue
+            if float in options:
+                numbers[key] = number
+            elif int in options and number.is_integer():
+                numbers[key] = int(number)
+            else:
+                found.append((key, f"{value!r} is not {'true or false' if options == {bool} else 'a whole number'}"))
+    return found, numbers
 
 
 def _checkpointing_names(cls, kwargs: dict, given: dict) -> None:
