@@ -16,15 +16,19 @@ Its layers (``sandbox_layers()`` lists the optional ones that work on this machi
   ``cpu_s`` (default timeout_s + 1), FSIZE 16 MiB, CORE 0, NPROC 0 (stops fork and threads for non-root only).
 * seccomp (Linux x86-64/aarch64; kernel-enforced, also for root): fork, vfork, process clone, exec, socket,
   ptrace, io_uring and signals to other processes fail with EPERM; threads are allowed.
-* landlock (Linux >= 5.13; kernel-enforced, also for root): files created, written, removed or renamed only
-  beneath the temp dir (and /dev/null); TCP bind/connect denied (ABI >= 4); outside signals denied (ABI >= 6).
+* landlock (Linux >= 5.13; kernel-enforced, also for root): files read only beneath the temp dir, the
+  interpreter's installation and the system's shared libraries (so not HOME's ``.netrc`` or Hub token, not
+  SSH keys, not ``/proc/<trainer pid>/environ`` with its API keys, not /etc); created, written, removed or
+  renamed only beneath the temp dir (and /dev/null); TCP bind/connect denied (ABI >= 4); outside signals
+  denied (ABI >= 6).
 * audit: a ``sys.addaudithook`` hook (cannot be removed from Python; any OS) refusing fork/exec/subprocess/
   os.system, sockets, os.kill, ctypes, gc object walking, and writes, removes, renames, chmod/chown outside
   the temp dir.
 
-Not isolated: reading what the training user can read; CPU, memory bandwidth, disk I/O; chmod/chown outside
-the temp dir by non-Python means. Without seccomp and landlock (macOS, old kernels) only the audit hook stops
-fork, network and writes, and it sees Python calls, not C code.
+Not isolated: CPU, memory bandwidth, disk I/O; chmod/chown outside the temp dir by non-Python means; and,
+without landlock, reading what the training user can read (a warning says so when a code reward starts).
+Without seccomp and landlock (macOS, old kernels) only the audit hook stops fork, network and writes, and it
+sees Python calls, not C code.
 """
 
 from __future__ import annotations
@@ -51,6 +55,20 @@ LAYERS = ("seccomp", "landlock", "audit")
 _FSIZE = 16 * 2**20
 _WAITID = hasattr(os, "waitid")  # not on macOS, which falls back to poll()
 _FENCE = re.compile(r"```([\w+-]*)[ \t]*\n(.*?)```", re.DOTALL)
+# What sandboxed code may read under landlock (besides its temp dir): the interpreter's installation (stdlib,
+# extension modules, site-packages of this environment) and the system's shared libraries. Not HOME, not
+# /proc/<other pid> (the trainer's environment holds W&B and Hub keys), not /etc.
+_READABLE = sorted(
+    {
+        os.path.realpath(p)
+        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)))
+    }
+    | {
+        p
+        for p in ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo", "/etc/ld.so.cache", "/etc/localtime")
+        if os.path.exists(p)
+    }
+)
 
 # Runs in the child (`python -I -B -c _BOOT`), reading its job as JSON on stdin; kept stdlib-only.
 _BOOT = r"""
@@ -63,13 +81,17 @@ def _kernel(cfg, tmp, layers):
     if table is None or libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, required by both layers
         return
     if "landlock" in cfg["layers"] and (abi := libc.syscall(444, None, 0, 1)) >= 1:
-        fs = 0x1FF2 | (0x2000 if abi >= 2 else 0) | (0x4000 if abi >= 3 else 0)  # write/remove/make*/refer/truncate
+        # read file/dir, write, remove, make*, + refer, + truncate: all denied but beneath the rules below
+        fs = 0x1FFE | (0x2000 if abi >= 2 else 0) | (0x4000 if abi >= 3 else 0)
         attr = struct.pack("QQQ", fs, 3, 3)[: 8 if abi < 4 else 16 if abi < 6 else 24]  # + TCP bind/connect, + signal/unix scope
         ruleset = libc.syscall(444, attr, len(attr), 0)
-        for path, access in ((tmp, fs), ("/dev/null", 0x2 | (fs & 0x4000))):
-            parent = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            libc.syscall(445, ruleset, 1, struct.pack("=Qi", access, parent), 0)
-            os.close(parent)
+        rules = [(tmp, fs), ("/dev/null", 0x6 | (fs & 0x4000)), ("/dev/urandom", 0x4), ("/proc/self", 0xC)]
+        rules += [(path, 0xC if os.path.isdir(path) else 0x4) for path in cfg["read"]]  # the interpreter's own files
+        for path, access in rules:
+            with contextlib.suppress(OSError):
+                parent = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                libc.syscall(445, ruleset, 1, struct.pack("=Qi", access, parent), 0)
+                os.close(parent)
         if ruleset >= 0 and libc.syscall(446, ruleset, 0) == 0:
             layers.append("landlock")
     if "seccomp" in cfg["layers"]:
@@ -177,7 +199,7 @@ def run_sandboxed(code: str, tests: list[str], *, timeout_s=5.0, memory_mb=512, 
     with tempfile.TemporaryDirectory(prefix="rlft-code-", ignore_cleanup_errors=True) as tmp:
         with tempfile.TemporaryFile() as job, tempfile.TemporaryFile() as out:
             job.write(json.dumps(dict(code=code, tests=list(tests), nonce=nonce, tmp=tmp, mem=memory_mb * 2**20, cpu=int(cpu_s or math.ceil(timeout_s) + 1),
-                                      fsize=_FSIZE, partial=partial, layers=list(layers))).encode())  # fmt: skip
+                                      fsize=_FSIZE, partial=partial, layers=list(layers), read=_READABLE)).encode())  # fmt: skip
             job.seek(0)
             env = {"PATH": os.defpath, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
             proc = subprocess.Popen([sys.executable, "-I", "-B", "-c", _BOOT], cwd=tmp, env=env, stdin=job, stdout=out,
@@ -196,6 +218,25 @@ def run_sandboxed(code: str, tests: list[str], *, timeout_s=5.0, memory_mb=512, 
 def sandbox_layers() -> list[str]:
     """The optional sandbox layers that take effect on this machine (rlimits and the process layer always do)."""
     return run_sandboxed("", [], timeout_s=10)[1]["layers"]
+
+
+_MISSING = {
+    "landlock": "code can READ every file the training user can (HOME's .netrc and Hub token, SSH keys, the trainer's "
+    "environment through /proc) and write outside its temp dir by non-Python means",
+    "seccomp": "fork, exec, sockets and signals are stopped only by the Python audit hook (C code can get past it)",
+}
+_warned: list[str] | None = None
+
+
+def _warn_missing_layers() -> list[str]:
+    """Once per process, when a code reward first runs: warn about each kernel layer this machine lacks."""
+    global _warned
+    if _warned is None:
+        active = sandbox_layers()
+        _warned = [name for name in _MISSING if name not in active]
+        for name in _warned:
+            log.warning("code_tests sandbox: no %s on this machine: %s", name, _MISSING[name])
+    return _warned
 
 
 def _tests(value) -> list[str]:  # a row's tests as a list of non-blank strings
@@ -240,6 +281,7 @@ class CodeTests:
         return sum(passed) / len(tests) if self.partial else float(all(passed) and info["returncode"] == 0)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float | None]:
+        _warn_missing_layers()
         column = kwargs.get(self.tests_column)
         rows = [_tests(t) for _, t in zip(completions, [None] * len(completions) if column is None else column, strict=True)]
         todo = [i for i, tests in enumerate(rows) if tests]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import pickle
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -244,3 +246,54 @@ def test_sandbox_blocks_signals_to_other_processes(layers, active_layers):
     finally:
         victim.kill()
         victim.wait()
+
+
+# A trainer-like process: its environment holds a key, its HOME a .netrc; it scores code that tries to read both.
+_READER = """
+import json, sys
+from rewards.code import run_sandboxed
+code, layers = sys.argv[1], tuple(sys.argv[2].split(",")) if sys.argv[2] else ()
+passed, info = run_sandboxed(code, ["assert True"], timeout_s=10, layers=layers)
+print(json.dumps([all(passed) and info["returncode"] == 0, info["layers"], info["output"][-300:]]))
+"""
+
+
+@pytest.mark.parametrize("target", ["environ", "netrc"])
+def test_sandboxed_code_cannot_read_the_trainers_secrets(target, active_layers, tmp_path):
+    if "landlock" not in active_layers:
+        pytest.skip("landlock is not available on this machine (the code reward warns that reads are open)")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".netrc").write_text("machine api.wandb.ai login user password NETRC-SECRET-7\n")
+    env = {"PATH": os.defpath, "HOME": str(home), "WANDB_API_KEY": "ENV-SECRET-7", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    read = {
+        "environ": "import os\nassert b'ENV-SECRET-7' in open(f'/proc/{os.getppid()}/environ', 'rb').read()",
+        "netrc": f"assert 'NETRC-SECRET-7' in open({str(home / '.netrc')!r}).read()",
+    }[target]
+
+    def attempt(layers: str):
+        out = subprocess.run([sys.executable, "-c", _READER, read, layers], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    ok, layers, _ = attempt("audit")  # reads are open without landlock: the attempt works (the test can see a leak)
+    assert ok and layers == ["audit"]
+    ok, layers, output = attempt("seccomp,landlock,audit")
+    assert not ok and "landlock" in layers and "PermissionError" in output
+
+
+def test_sandboxed_code_still_imports_the_standard_library(active_layers):
+    code = "import json, math, collections, re, decimal, fractions, datetime, statistics, hashlib\nx = math.sqrt(4)"
+    assert CodeTests(timeout_s=10)(Q, [code], tests=["assert x == 2.0 and json.dumps([1]) == '[1]'"]) == [1.0]
+
+
+def test_a_code_reward_warns_once_about_each_missing_kernel_layer(monkeypatch, caplog):
+    import rewards.code as code
+
+    monkeypatch.setattr(code, "_warned", None)
+    monkeypatch.setattr(code, "sandbox_layers", lambda: ["seccomp", "audit"])  # a kernel without landlock
+    with caplog.at_level(logging.WARNING, logger="rewards.code"):
+        CodeTests(timeout_s=5)(Q, ["x = 1"], tests=["assert x == 1"])
+        CodeTests(timeout_s=5)(Q, ["x = 1"], tests=["assert x == 1"])
+    warnings = [r.getMessage() for r in caplog.records if "sandbox" in r.getMessage()]
+    assert len(warnings) == 1 and "no landlock" in warnings[0] and ".netrc" in warnings[0]
