@@ -620,3 +620,19 @@ def test_micro_batches_weighted_by_tokens_give_the_one_big_batch_gradient(tiny_m
     for a, b in zip(split, whole, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert split_stats == pytest.approx(whole_stats, rel=1e-4, abs=1e-6)
+
+
+def test_dropout_rates_in_the_config_are_zeroed_for_ppo_and_saved_as_they_were(tiny_model, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rlft.ppo.trainer import _disable_dropout
+    from rlft.stages.saving import save_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attention_dropout=0.2)
+    model.config.resid_pdrop = 0.1  # a rate some architectures read from the config at forward time
+    _disable_dropout(model)
+    assert model.config.attention_dropout == 0.0 and model.config.resid_pdrop == 0.0
+    assert all(layer.self_attn.attention_dropout == 0.0 for layer in model.model.layers)
+    path = save_model(model, AutoTokenizer.from_pretrained(tiny_model), tmp_path)
+    saved = AutoConfig.from_pretrained(path)
+    assert saved.attention_dropout == 0.2 and saved.resid_pdrop == 0.1

@@ -59,7 +59,7 @@ from rlft.ppo.config import PPOConfig
 from rlft.ppo.rollout import Rollout, policy_forward, sample
 from rlft.ppo.value import SeparateCritic, SharedCritic
 from rlft.reward_refs import trl_shaped
-from rlft.training.selective import DROPOUT_SUFFIXES
+from rlft.training.selective import DROPOUT_SUFFIXES, START_DROPOUT
 
 StepCallback = Callable[[int, int, dict], bool | None]  # (step, max_steps, logs) -> True: stop training after this step
 
@@ -489,11 +489,29 @@ def _frozen_copy(model):
 
 
 def _disable_dropout(module: torch.nn.Module) -> None:
-    """Zero every dropout: ``nn.Dropout`` modules, and the float rates layers pass to their kernels (Llama's
-    ``attention_dropout``; any attribute named like a dropout field: ``*dropout``, ``*_prob``, ``*_rate``, ``*pdrop``)."""
+    """Zero every dropout: ``nn.Dropout`` modules, the float rates layers pass to their kernels (Llama's
+    ``attention_dropout``; any attribute named like a dropout field: ``*dropout``, ``*_prob``, ``*_rate``, ``*pdrop``),
+    and the same fields of every model config (layers that read the rate from the config at forward time). A
+    config's values before are kept on its model (``rlft.training.selective.START_DROPOUT``) and put back
+    before the model is saved, so the saved config is the one the stage started from."""
+    from transformers import PretrainedConfig
+
+    seen: set[int] = set()  # a wrapper (PEFT) and the model inside it share one config: the first records it
     for m in module.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
         for name, value in list(vars(m).items()):
             if name.endswith(DROPOUT_SUFFIXES) and isinstance(value, float):
                 setattr(m, name, 0.0)
+        config = getattr(m, "config", None)
+        if isinstance(config, PretrainedConfig) and id(config) not in seen:
+            seen.add(id(config))
+            rates = {
+                k: v
+                for k, v in vars(config).items()
+                if k.endswith(DROPOUT_SUFFIXES) and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            if rates and getattr(m, START_DROPOUT, None) is None:
+                setattr(m, START_DROPOUT, rates)
+            for key in rates:
+                setattr(config, key, 0.0)

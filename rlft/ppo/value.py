@@ -33,7 +33,11 @@ class SeparateCritic(nn.Module):
         return out.logits[:, -n_completion - 1 : -1, 0]
 
     def save(self, path: Path, tokenizer) -> str:
-        """Save as plain safetensors (a LoRA adapter merged) for ``AutoModelForTokenClassification``."""
+        """Save as plain safetensors (a LoRA adapter merged) for ``AutoModelForTokenClassification``, with the
+        dropout values its config had before PPO zeroed them."""
+        from rlft.training.selective import restore_dropout
+
+        restore_dropout(self.model)
         model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
         model.save_pretrained(path, safe_serialization=True)
         tokenizer.save_pretrained(path)
