@@ -42,3 +42,18 @@ def test_rewards_test_scores_samples_and_fails_on_broken_rewards(tmp_path):
 
     out = rlft("rewards", "test", "math_accuracy", "--completion", "x", cwd=tmp_path)
     assert out.returncode == 1 and "needs column(s) ['answer']" in out.stderr and "--column answer=VALUE" in out.stderr
+
+
+def test_rewards_test_calls_the_reward_as_trl_does(tiny_model, tmp_path):
+    """completion_ids (the completion's tokens and EOS, under --tokenizer) and TRL's log_metric/log_extra."""
+    (tmp_path / "ids.py").write_text(
+        "def n_tokens(prompts, completions, completion_ids, log_metric, log_extra, **kw):\n"
+        "    log_metric('n', 1.0)\n"
+        "    return [float(len(ids)) for ids in completion_ids]\n"
+    )
+    out = rlft(
+        "rewards", "test", "./ids.py:n_tokens", "--completion", "abc", "--completion", "1+1=2", "--tokenizer", str(tiny_model), cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "│" in line]
+    assert [r.split("│")[-2].strip() for r in rows] == ["4", "6"]  # one token per character, plus EOS

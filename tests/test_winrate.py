@@ -29,7 +29,9 @@ def first_char(prompts, completions, answer, **kwargs):
     return [None if not a else float(c[0]["content"][:1] == a) for c, a in zip(completions, answer)]
 
 
-def length(prompts, completions, **kwargs):
+def length(prompts, completions, completion_ids, log_metric, **kwargs):  # what TRL passes every reward, required here
+    assert len(completion_ids) == len(completions) and all(isinstance(t, int) for ids in completion_ids for t in ids)
+    log_metric("length/mean", 0.0)
     return [float(len(c[0]["content"].replace(" ", ""))) for c in completions]
 """
 

@@ -161,9 +161,9 @@ def winrates(
     for name, path in models.items():
         # stderr: stdout may be carrying the csv or json table
         print(f"[winrate] {name}: {len(prompts)} greedy completions ...", file=sys.stderr, flush=True)
-        texts = _complete(path, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        result.completions[name] = texts
-        result.scores[name] = _judge(judges, prompts, texts, columns, seed=seed)
+        gen = _complete(path, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        result.completions[name] = gen.texts
+        result.scores[name] = _judge(judges, prompts, gen.texts, columns, seed=seed, completion_ids=gen.ids)
     result.pairs = [PairResult.tally(a, b, result.scores[a], result.scores[b]) for a in models for b in models if a != b]
     return result
 
@@ -252,25 +252,33 @@ def _load_prompts(path: Path, limit: int | None) -> tuple[list, dict[str, list],
     return prompts, columns, label
 
 
-def _complete(path: Path, prompts: list, *, max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy completions of the model saved at ``path``; the model is freed before returning."""
+def _complete(path: Path, prompts: list, *, max_new_tokens: int, batch_size: int):
+    """Greedy completions (``Generated``: texts and token ids) of the model saved at ``path``; the model is freed before returning."""
     from rlft.evaluation.scorecard import generate
     from rlft.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(str(path))
     model = load_causal_lm(str(path))
-    texts = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size).texts
+    gen = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     del model
     gc.collect()
-    return texts
+    return gen
 
 
-def _judge(judges: list, prompts: list, texts: list[str], columns: dict[str, list], *, seed: int) -> list[float | None]:
-    """Per completion: the weighted sum of the judges that apply to it, or None when none does."""
+def _judge(
+    judges: list, prompts: list, texts: list[str], columns: dict[str, list], *, seed: int, completion_ids: list[list[int]] | None = None
+) -> list[float | None]:
+    """Per completion: the weighted sum of the judges that apply to it, or None when none does.
+
+    Judges are called as TRL calls a reward (the scorecard does the same): the prompt's columns, the
+    completions' ``completion_ids`` and TRL's ``log_metric``/``log_extra`` (no-ops here)."""
     from transformers import set_seed
 
+    from rlft.evaluation.scorecard import TRL_LOGGERS
+
     set_seed(seed)
-    per_judge = [(j.weight, j.reward(prompts, texts, **columns)) for j in judges]
+    kwargs = {**columns, **TRL_LOGGERS, **({"completion_ids": completion_ids} if completion_ids is not None else {})}
+    per_judge = [(j.weight, j.reward(prompts, texts, **kwargs)) for j in judges]
     totals: list[float | None] = []
     for i in range(len(texts)):
         applicable = [w * values[i] for w, values in per_judge if values[i] is not None]

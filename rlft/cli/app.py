@@ -363,8 +363,19 @@ def rewards_test(
     column: Annotated[list[str] | None, typer.Option(help="a dataset column for every sample, KEY=VALUE (e.g. answer=42)")] = None,
     kwargs: Annotated[str | None, typer.Option(help='the reward\'s kwargs as JSON, e.g. \'{"tag": "answer"}\'')] = None,
     limit: Annotated[int, typer.Option(help="rows to score from --data")] = 20,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="whose tokenizer makes the completion_ids TRL passes rewards (a model folder, hub id or bundled:NAME); "
+            "default: the bundled model's, when the reward names completion_ids"
+        ),
+    ] = None,
 ) -> None:
-    """Score samples with one reward and print a table; exit 1 when the reward is broken."""
+    """Score samples with one reward and print a table; exit 1 when the reward is broken.
+
+    The reward is called as TRL calls it in training: the samples' columns, TRL's ``log_metric``/``log_extra``
+    (no-ops here) and, with ``--tokenizer`` or when the reward names the parameter, ``completion_ids`` (the
+    completion's tokens under that tokenizer, ending in its EOS as a finished completion does)."""
     from rich.table import Table
 
     from rlft.errors import RlftError
@@ -378,7 +389,12 @@ def rewards_test(
             raise RlftError(
                 f"reward {ref} needs column(s) {missing}", fix=f"pass --column {missing[0]}=VALUE or a --data file with that column"
             )
-        scores = resolved.reward(prompts, completions, **columns)
+        from rlft.evaluation.scorecard import TRL_LOGGERS
+
+        if tokenizer is None and _names_parameter(resolved.reward.target, "completion_ids"):
+            tokenizer = "bundled:smollm2-135m-instruct"
+        ids = {"completion_ids": _completion_ids(tokenizer, completions)} if tokenizer else {}
+        scores = resolved.reward(prompts, completions, **columns, **ids, **TRL_LOGGERS)
     except (RlftError, ValueError) as exc:
         print(f"error: {exc.render() if isinstance(exc, RlftError) else exc}", file=sys.stderr)
         raise typer.Exit(1) from None
@@ -388,6 +404,25 @@ def rewards_test(
     for i, (p, c, v) in enumerate(zip(prompts, completions, scores, strict=True)):
         table.add_row(str(i), _short(p), _short(c), "None" if v is None else f"{v:.4g}")
     _console().print(table)
+
+
+def _names_parameter(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _completion_ids(ref: str, completions: list) -> list[list[int]]:
+    """Each completion's token ids under the tokenizer of ``ref``, EOS last (what TRL passes as ``completion_ids``)."""
+    from rewards import text
+    from rlft.models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model(ref))
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    return [tok(text(c) if not isinstance(c, str) else c, add_special_tokens=False)["input_ids"] + eos for c in completions]
 
 
 def _short(value, width: int = 60) -> str:
