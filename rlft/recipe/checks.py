@@ -72,6 +72,15 @@ def cross_key_problems(recipe: Recipe) -> list[tuple[str, str]]:
             problems += guard_problems(stage, earlier)
         if getattr(stage, "early_stopping", None) is not None:
             problems += early_stopping_problems(stage)
+        guards = getattr(stage, "guards", None)
+        if guards is not None and "divergence" in guards.stop_on and stage.early_stopping is None:
+            problems.append(
+                (
+                    f"stages.{stage.name}.guards.stop_on",
+                    "divergence compares training reward with held-out reward, which only early_stopping evaluates during training; "
+                    f"add stages.{stage.name}.early_stopping (e.g. {{every_steps: 10}}) or drop divergence from stop_on",
+                )
+            )
         if any(getattr(getattr(stage, key, None), "augment", None) is not None for key in ("data", "eval_data")):
             problems += augment_problems(stage)
         earlier[stage.name] = stage

@@ -255,6 +255,34 @@ class EarlyStoppingSpec(Strict):
     )
 
 
+GUARD_NAMES = ("length_drift", "length_cap", "kl_spike", "silent_groups", "reward_dominance", "divergence")
+
+
+class GuardsSpec(Strict):
+    """Watch an RL stage for signs that its training reward is being gamed (see ``rlft.training.guards``).
+
+    Every ``every_steps`` steps: completion length against the start and the share cut at the length cap;
+    KL to the reference above ``kl_max`` or jumping ``kl_jump`` times since the last check; the share of
+    groups whose completions all scored alike (advantage collapse); one reward function holding most of
+    the weighted reward's spread; with ``early_stopping``, training reward rising while held-out reward
+    falls. Each firing is printed, logged and kept in the manifest; a guard in ``stop_on`` also stops the
+    stage (with ``early_stopping``, ending with its best weights).
+    """
+
+    every_steps: int = Field(1, ge=1, description="check every N optimizer steps")
+    length_drift: float = Field(2.0, gt=1.0, description="fire when mean completion length is this many times its start, or 1/this")
+    length_cap: float = Field(0.5, gt=0.0, le=1.0, description="fire when more than this share of completions hit the length cap")
+    kl_max: float | None = Field(None, gt=0.0, description="fire when per-token KL to the reference exceeds this (needs a KL term)")
+    kl_jump: float = Field(3.0, gt=1.0, description="fire when per-token KL grew this many times since the last check")
+    kl_floor: float = Field(0.01, ge=0.0, description="KL jumps count only from at least this per-token KL")
+    silent_groups: float = Field(0.9, gt=0.0, le=1.0, description="fire when more than this share of groups scored alike (no signal)")
+    reward_dominance: float = Field(0.9, gt=0.0, le=1.0, description="fire when one reward holds more than this share of the spread")
+    divergence_evals: int = Field(2, ge=1, description="held-out evaluations in a row with held-out reward down and training reward up")
+    stop_on: list[Literal["length_drift", "length_cap", "kl_spike", "silent_groups", "reward_dominance", "divergence"]] = Field(
+        default_factory=list, description="guards that stop the stage when they fire (the others only warn)"
+    )
+
+
 class OverfitCheckSpec(Strict):
     """An eval stage also scores a sample of one training stage's own prompts (see ``rlft.stages.guards``).
 

@@ -16,6 +16,7 @@ from rlft.recipe.options import (
     EarlyStoppingSpec,
     ForgettingSpec,
     FreezeSpec,
+    GuardsSpec,
     LaunchSpec,
     MergeMember,
     OverfitCheckSpec,
@@ -115,6 +116,7 @@ class SFTStage(TrainStage):
 class GRPOStage(TrainStage):
     kind: Literal["grpo"]
     rewards: list[RewardRef] = Field(min_length=1)
+    guards: GuardsSpec | None = Field(None, description="watch for a gamed reward: length drift, KL spikes, collapse, divergence")
     trl_config: ClassVar[str] = "GRPOConfig"
     stops_on_reward: ClassVar[bool] = True
     train_log_keys: ClassVar[tuple[str, ...]] = ("reward", "reward_std", "kl", "completions/mean_length")

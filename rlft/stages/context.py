@@ -50,6 +50,7 @@ class StageNotes:
     dropout: dict[str, Any] | None = None  # the stage's dropout: and the start model's values (rlft.training.selective)
     freeze: dict[str, Any] | None = None  # what freeze: fixed (rlft.training.selective)
     early_stopping: dict[str, Any] | None = None  # evaluations, best step, stop step (rlft.training.early_stopping)
+    guards: list[dict[str, Any]] | None = None  # RL stages with guards: every firing (guard, step, value, message)
     critic: dict[str, Any] | None = None  # PPO: shared or separate value head, and where it started
     value_model: str | None = None  # PPO: the saved critic's folder, relative to the stage folder
     labels: dict[str, Any] | None = None  # classifier: the label space

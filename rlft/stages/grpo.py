@@ -11,7 +11,8 @@ that reward stops improving and ends with the best-scoring weights (``rlft.train
 With ``beta: 0`` the micro-batches whose completion groups all scored alike are skipped (no gradient,
 the same update; ``rlft.training.silent_groups``), and each micro-batch runs every distinct prompt
 through the model once, not once per completion (``rlft.training.shared_prefix``; the same
-log-probabilities and gradients; ``train/prompt_sharing`` is 1 where it was on).
+log-probabilities and gradients; ``train/prompt_sharing`` is 1 where it was on). With ``guards:`` it
+watches its own logs for a gamed reward (``rlft.training.guards``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rlft.stages.train_loop import count_parameters, final_train_metrics
 from rlft.stages.trl_config import trl_config_for
 from rlft.training.checkpoints import train_resumable
 from rlft.training.early_stopping import watch_rewards
+from rlft.training.guards import guard_trainer
 from rlft.training.shared_prefix import sharing_prompt_prefix
 from rlft.training.silent_groups import SKIPPED, skipping_silent_groups
 
@@ -60,6 +62,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     use_rlft_progress(trainer, cfg.name)
     params = count_parameters(trainer.model)
     stopping = watch_rewards(trainer, cfg, ctx, test, tok, rewards)  # None when the stage has no early_stopping
+    guards = guard_trainer(trainer, cfg, ctx, {r.reward.__name__: r.weight for r in rewards}, stopping)  # None without guards:
     output = train_resumable(trainer, cfg)
 
     keys = [*cfg.train_log_keys, *(f"rewards/{r.reward.__name__}/mean" for r in rewards)]
@@ -70,6 +73,9 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
         metrics[f"train/{SKIPPED}"] = sum(skipped) / len(skipped)
     metrics["train/prompt_sharing"] = float(trainer.prompt_sharing_off is None)
     metrics.update(stopping.metrics if stopping else {})
+    if guards is not None:
+        metrics.update(guards.metrics())
+        ctx.notes.guards = guards.events
 
     path = save_model(trainer.model, tok, ctx.out_dir, trainer)
     metrics.update(baseline)

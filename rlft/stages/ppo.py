@@ -34,6 +34,7 @@ from rlft.stages.train_loop import count_parameters, final_train_metrics
 from rlft.stages.trl_config import trl_config_for
 from rlft.training.checkpoints import Every, last_checkpoint, replay_lost_steps
 from rlft.training.early_stopping import watch_ppo
+from rlft.training.guards import guard_ppo
 
 
 def _resume_point(cfg: PPOStage, ctx: StageContext, args):
@@ -102,12 +103,16 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     critic = count_parameters(trainer.critic)
     resume = _resume_point(cfg, ctx, args)
     stopping = watch_ppo(trainer, cfg, ctx, test, tok, rewards, resume)  # None when the stage has no early_stopping
+    guards = guard_ppo(trainer, cfg, ctx, {r.reward.__name__: r.weight for r in rewards}, stopping)  # None without guards:
     output = trainer.train(
         resume_from_checkpoint=resume,
         should_save=Every(cfg.checkpoint.every_steps, cfg.checkpoint.every_minutes),
         save_extra=stopping.save_to if stopping else None,
     )
     metrics = stopping.finish(output.global_step, trainer.max_steps) if stopping else {}  # the best weights are back
+    if guards is not None:
+        metrics.update(guards.metrics())
+        ctx.notes.guards = guards.events
 
     keys = [*cfg.train_log_keys, *(f"rewards/{r.reward.__name__}/mean" for r in rewards)]
     metrics.update({**params, "params/critic_trainable": critic["params/trainable"]})

@@ -1,0 +1,130 @@
+"""Reward-hacking guards: each check on logs built to trip it, and a GRPO stage stopped by one on the tiny model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from conftest import sum_rows, write_jsonl
+from test_stages import make_ctx
+
+from rlft.recipe import GuardsSpec, recipe_from_dict
+from rlft.training.guards import Guards
+
+
+def _guards(weights=None, stopper=None, **spec):
+    logged = []
+    g = Guards(GuardsSpec(**spec), "rl", weights or {"acc": 1.0}, lambda v, step: logged.append((step, v)), stopper)
+    return g, logged
+
+
+def _run(g, rows):
+    return [g.check(step, logs) for step, logs in enumerate(rows, start=1)]
+
+
+def test_length_drift_and_length_cap():
+    g, logged = _guards(length_drift=2.0, length_cap=0.5, stop_on=["length_cap"])
+    stops = _run(
+        g,
+        [
+            {"completions/mean_length": 10.0, "completions/clipped_ratio": 0.0},
+            {"completions/mean_length": 19.0, "completions/clipped_ratio": 0.5},  # 1.9x, half at the cap: nothing yet
+            {"completions/mean_length": 21.0, "completions/clipped_ratio": 0.75},  # 2.1x and 75% cut
+            {"completions/mean_length": 4.0, "completions/clipped_ratio": 0.0},  # 0.4x: shorter counts too
+        ],
+    )
+    assert stops == [False, False, True, False]
+    assert [(e["guard"], e["step"]) for e in g.events] == [("length_drift", 3), ("length_cap", 3), ("length_drift", 4)]
+    assert g.events[0]["value"] == pytest.approx(2.1) and g.events[2]["value"] == pytest.approx(0.4)
+    assert (3, {"guards/length_cap": 1.0, "guards/length_cap/value": 0.75}) in logged
+    m = g.metrics()
+    assert m["guards/fired"] == "length_drift, length_cap" and m["guards/stopped_by"] == "length_cap"
+    assert m["guards/length_drift/first_step"] == 3 and m["guards/active"] == "length_cap, length_drift"
+
+
+def test_kl_spike_by_ceiling_and_by_jump_from_a_floor():
+    g, _ = _guards(kl_max=1.0, kl_jump=3.0, kl_floor=0.01)
+    _run(g, [{"kl": 0.001}, {"kl": 0.009}, {"kl": 0.02}, {"kl": 0.07}, {"kl": 0.1}, {"kl": 1.5}])
+    # 0.001 -> 0.009 is 9x but below the floor; 0.02 -> 0.07 is 3.5x: a jump; 1.5 is above kl_max
+    assert [(e["guard"], e["step"]) for e in g.events] == [("kl_spike", 4), ("kl_spike", 6)]
+    assert "jumped 3.5x" in g.events[0]["message"] and "kl_max" in g.events[1]["message"]
+
+
+def test_silent_groups_and_reward_dominance():
+    g, _ = _guards(weights={"acc": 1.0, "fmt": 0.2}, silent_groups=0.9, reward_dominance=0.9)
+    _run(
+        g,
+        [
+            {"frac_reward_zero_std": 0.5, "rewards/acc/std": 0.5, "rewards/fmt/std": 0.5},  # spread 0.5 vs 0.1: 83%
+            {"frac_reward_zero_std": 0.95, "rewards/acc/std": 0.5, "rewards/fmt/std": 0.1},  # 0.5 vs 0.02: 96%
+        ],
+    )
+    assert [(e["guard"], e["step"]) for e in g.events] == [("silent_groups", 2), ("reward_dominance", 2)]
+    assert "acc" in g.events[1]["message"] and g.events[1]["value"] == pytest.approx(0.5 / 0.52)
+    one, _ = _guards(weights={"acc": 1.0})
+    _run(one, [{"rewards/acc/std": 1.0}])
+    assert one.events == [] and "reward_dominance" not in one.active  # one reward cannot dominate others
+
+
+def test_divergence_needs_held_out_falling_while_training_reward_rises():
+    stopper = SimpleNamespace(history=[])
+    g, _ = _guards(stopper=stopper, divergence_evals=2, stop_on=["divergence"])
+    evals = {2: 0.50, 4: 0.45, 6: 0.40, 8: 0.41}  # held-out reward at each early-stopping evaluation
+    train = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # training reward keeps rising
+    stops = []
+    for step, reward in enumerate(train, start=1):
+        if step in evals:
+            stopper.history.append([step, evals[step]])
+        stops.append(g.check(step, {"reward": reward, "loss": 0.0}))
+    # step 4: fell once (1 of 2); step 6: twice in a row -> fires and stops; step 8: held-out rose again
+    assert [e["step"] for e in g.events] == [6] and stops == [False] * 5 + [True] + [False] * 2
+    assert g.metrics()["guards/stopped_by"] == "divergence"
+
+
+def test_unreadable_guards_stay_silent_and_are_not_active():
+    g, _ = _guards(kl_max=0.1)
+    _run(g, [{"reward": 1.0, "loss": 0.1}] * 3)  # beta 0: TRL logs no kl; no lengths either
+    assert g.events == [] and g.metrics()["guards/active"] == "" and g.metrics()["guards/stopped_by"] == ""
+
+
+def test_divergence_in_stop_on_needs_early_stopping(tiny_model):
+    from rlft.errors import RecipeError
+
+    stage = {"name": "rl", "kind": "grpo", "data": {"source": "bundled:arithmetic"}, "rewards": ["math_accuracy"]}
+    with pytest.raises(RecipeError, match="only early_stopping evaluates"):
+        recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [{**stage, "guards": {"stop_on": ["divergence"]}}]})
+
+
+def test_a_grpo_stage_paid_for_length_is_stopped_by_its_length_guard(tiny_model, tmp_path):
+    """The random tiny model never ends a completion: every one runs to the cap, which the length guard catches."""
+    from rlft.stages import grpo
+
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": r["prompt"]} for r in sum_rows(16, with_completion=False)])
+    (tmp_path / "long.py").write_text(
+        "def longer(prompts, completions, **kw):\n    return [float(len(c[0]['content'])) for c in completions]\n"
+    )
+    recipe = recipe_from_dict(
+        {
+            "name": "t",
+            "model": str(tiny_model),
+            "stages": [
+                {
+                    "name": "rl",
+                    "kind": "grpo",
+                    "data": {"source": str(data)},
+                    "eval_limit": 2,
+                    "scorecard": {"prompts": 2, "max_new_tokens": 4},
+                    "rewards": [{"name": f"{tmp_path}/long.py:longer"}],
+                    "guards": {"length_cap": 0.5, "stop_on": ["length_cap"]},
+                    "trl": {"max_steps": 3, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 6},
+                }
+            ],
+        },
+        source=str(tmp_path / "r.yaml"),
+    )
+    ctx = make_ctx(recipe, tmp_path, "rl")
+    result = grpo.run(recipe.stage("rl"), ctx)
+    m = result.metrics
+    assert m["train/steps"] == 1  # stopped at the first check, not after 3 steps
+    assert m["guards/stopped_by"] == "length_cap" and m["guards/fired"].startswith("length_cap") and m["guards/length_cap/first_step"] == 1
+    assert ctx.notes.guards[0]["guard"] == "length_cap" and ctx.notes.guards[0]["value"] == 1.0
