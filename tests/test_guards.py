@@ -128,3 +128,18 @@ def test_a_grpo_stage_paid_for_length_is_stopped_by_its_length_guard(tiny_model,
     assert m["train/steps"] == 1  # stopped at the first check, not after 3 steps
     assert m["guards/stopped_by"] == "length_cap" and m["guards/fired"].startswith("length_cap") and m["guards/length_cap/first_step"] == 1
     assert ctx.notes.guards[0]["guard"] == "length_cap" and ctx.notes.guards[0]["value"] == 1.0
+
+
+def test_ppo_gets_the_guards_as_a_step_callback_that_can_stop_it():
+    from rlft.training.guards import guard_ppo
+
+    logged = []
+    trainer = SimpleNamespace(callbacks=[])
+    ctx = SimpleNamespace(tracker=SimpleNamespace(log=lambda values, step: logged.append((step, values))))
+    cfg = SimpleNamespace(name="rl", guards=GuardsSpec(length_cap=0.5, stop_on=["length_cap"]))
+    guards = guard_ppo(trainer, cfg, ctx, {"r": 1.0})
+    (callback,) = trainer.callbacks
+    assert callback(1, 10, {"completions/clipped_ratio": 0.2, "kl": 0.1}) is False
+    assert callback(2, 10, {"completions/clipped_ratio": 0.9, "kl": 0.1}) is True  # PPO ends training on True
+    assert guards.metrics()["guards/stopped_by"] == "length_cap" and logged[-1][0] == 2
+    assert guard_ppo(trainer, SimpleNamespace(name="rl", guards=None), ctx, {}) is None
