@@ -188,7 +188,9 @@ def test_rl_stops_when_held_out_reward_falls_and_restores_the_best(tiny_model, t
     es, m = ctx.notes.early_stopping, result.metrics
     values = [value for _, value in es["evaluations"]]
     assert es["metric"] == "eval/reward" and m["baseline/reward/FlippedDigits"] < es["best"] == max(values)  # it rose ...
-    assert es["best_step"] < FLIP_AT < es["stop_step"] < RL_MAX and values[-1] < es["best"]  # ... it fell, and the stage stopped
+    # ... it fell, and the stage stopped. The evaluation at step FLIP_AT scores a model trained on unflipped rewards only
+    # (the reward flips from the step that starts at global_step FLIP_AT), so it may be the best.
+    assert es["best_step"] <= FLIP_AT < es["stop_step"] < RL_MAX and values[-1] < es["best"]
     assert es["stop_step"] == es["best_step"] + RL_PATIENCE * RL_EVERY and m["train/steps"] == es["stop_step"]
     assert es["stopped_early"] is True and es["restored_best"] is True
     # the end-of-stage scorecard scores the saved (restored) model: the same held-out reward as the best evaluation

@@ -162,18 +162,15 @@ def test_cli_unresolvable_reward(tmp_path, tiny_model):
     assert out.returncode == 2 and "stages.rl.rewards[0].name" in out.stderr and "mine.py does not exist" in out.stderr
 
 
-def test_cli_missing_mapped_column_leaves_no_stage_output(tmp_path, tiny_model):
+def test_cli_missing_mapped_column_is_reported_before_any_stage_runs(tmp_path, tiny_model):
     path = two_stage_recipe(tmp_path, tiny_model, mode="disabled")
     out = rlft(
         "run", str(path), "stages.sft.data.columns={completion: answer_text}", "--run-id", "bad", "--output-dir", "runs", cwd=tmp_path
     )
-    assert out.returncode == 1
-    assert "sft.jsonl has no column 'answer_text'" in out.stderr and "its columns are: prompt, answer, completion" in out.stderr
-    run_dir = tmp_path / "runs" / "bad"
-    assert not (run_dir / "sft").exists() and not list(run_dir.glob(".sft*"))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert [s["status"] for s in summary["stages"]] == ["failed", "not run"]
-    assert "answer_text" in summary["stages"][0]["error"]
+    assert out.returncode == 2  # a recipe problem: rlft run checks every stage's data before the first stage
+    assert "stages.sft.data: data" in out.stderr and "sft.jsonl has no column 'answer_text'" in out.stderr
+    assert "its columns are: prompt, answer, completion" in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was started, so nothing is left half-made
 
 
 def test_cli_plan_prints_stages(tmp_path):
