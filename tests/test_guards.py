@@ -95,39 +95,62 @@ def test_divergence_in_stop_on_needs_early_stopping(tiny_model):
         recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [{**stage, "guards": {"stop_on": ["divergence"]}}]})
 
 
-def test_a_grpo_stage_paid_for_length_is_stopped_by_its_length_guard(tiny_model, tmp_path):
-    """The random tiny model never ends a completion: every one runs to the cap, which the length guard catches."""
+REWARDS = """
+def longer(prompts, completions, **kw):  # pays for length: the gamed reward
+    return [float(len(c[0]['content'])) for c in completions]
+
+
+def same(prompts, completions, **kw):  # pays everyone alike: no signal
+    return [1.0] * len(completions)
+
+
+def noisy(prompts, completions, **kw):  # a different score for every completion
+    return [float(i % 3) for i in range(len(completions))]
+"""
+
+
+def _grpo(tiny_model, tmp_path, rewards, guards, **trl):
     from rlft.stages import grpo
 
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": r["prompt"]} for r in sum_rows(16, with_completion=False)])
-    (tmp_path / "long.py").write_text(
-        "def longer(prompts, completions, **kw):\n    return [float(len(c[0]['content'])) for c in completions]\n"
-    )
-    recipe = recipe_from_dict(
-        {
-            "name": "t",
-            "model": str(tiny_model),
-            "stages": [
-                {
-                    "name": "rl",
-                    "kind": "grpo",
-                    "data": {"source": str(data)},
-                    "eval_limit": 2,
-                    "scorecard": {"prompts": 2, "max_new_tokens": 4},
-                    "rewards": [{"name": f"{tmp_path}/long.py:longer"}],
-                    "guards": {"length_cap": 0.5, "stop_on": ["length_cap"]},
-                    "trl": {"max_steps": 3, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 6},
-                }
-            ],
-        },
-        source=str(tmp_path / "r.yaml"),
-    )
+    (tmp_path / "toy.py").write_text(REWARDS)
+    stage = {
+        "name": "rl",
+        "kind": "grpo",
+        "data": {"source": str(data)},
+        "eval_limit": 2,
+        "scorecard": {"prompts": 2, "max_new_tokens": 4},
+        "rewards": [{"name": f"{tmp_path}/toy.py:{name}"} for name in rewards],
+        "guards": guards,
+        "trl": {"max_steps": 3, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 6, **trl},
+    }
+    recipe = recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [stage]}, source=str(tmp_path / "r.yaml"))
     ctx = make_ctx(recipe, tmp_path, "rl")
-    result = grpo.run(recipe.stage("rl"), ctx)
-    m = result.metrics
-    assert m["train/steps"] == 1  # stopped at the first check, not after 3 steps
-    assert m["guards/stopped_by"] == "length_cap" and m["guards/fired"].startswith("length_cap") and m["guards/length_cap/first_step"] == 1
-    assert ctx.notes.guards[0]["guard"] == "length_cap" and ctx.notes.guards[0]["value"] == 1.0
+    return grpo.run(recipe.stage("rl"), ctx).metrics, ctx
+
+
+# Each guard tripped on the tiny model by a reward built for it; the random model never ends a completion.
+@pytest.mark.parametrize(
+    ("guard", "rewards", "trl"),
+    [
+        ("length_cap", ["longer"], {}),  # every completion runs to the cap
+        ("silent_groups", ["same"], {}),  # every group scores alike
+        ("reward_dominance", ["noisy", "same"], {}),  # all the spread is one reward's
+        ("kl_spike", ["longer"], {"beta": 0.1, "learning_rate": 1e-2, "max_steps": 8}),  # kl_max below any KL an update makes
+    ],
+)
+def test_each_guard_stops_a_grpo_stage_on_the_tiny_model(tiny_model, tmp_path, guard, rewards, trl):
+    guards = {"stop_on": [guard], "kl_max": 1e-9}
+    m, ctx = _grpo(tiny_model, tmp_path, rewards, guards, **trl)
+    assert m["guards/stopped_by"] == guard and guard in m["guards/fired"].split(", ")
+    assert m["train/steps"] == m[f"guards/{guard}/first_step"] < trl.get("max_steps", 3)  # stopped where it fired, early
+    assert any(e["guard"] == guard for e in ctx.notes.guards)
+
+
+def test_a_guard_not_in_stop_on_only_warns(tiny_model, tmp_path):
+    m, ctx = _grpo(tiny_model, tmp_path, ["longer"], {"length_cap": 0.5})
+    assert m["train/steps"] == 3 and m["guards/stopped_by"] == "" and m["guards/length_cap/first_step"] == 1
+    assert [e["step"] for e in ctx.notes.guards if e["guard"] == "length_cap"] == [1, 2, 3]
 
 
 def test_ppo_gets_the_guards_as_a_step_callback_that_can_stop_it():

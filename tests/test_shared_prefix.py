@@ -132,6 +132,11 @@ def test_why_not_sharing_names_what_rules_it_out(tiny_model, tmp_path):
     assert why_not_sharing(trainer(gradient_checkpointing=False)) is None
     assert "gradient checkpointing" in why_not_sharing(trainer(gradient_checkpointing=True))
     assert "final_logit_softcapping" in why_not_sharing(trainer(gradient_checkpointing=False, config={"final_logit_softcapping": 30.0}))
+    from peft import PrefixTuningConfig
+
+    prefix = trainer(gradient_checkpointing=False)
+    prefix.model.peft_config = {"default": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2)}  # as PEFT sets it
+    assert "prompt-learning" in why_not_sharing(prefix)
     off = trainer(gradient_checkpointing=False, cache_implementation="static")
     assert off.prompt_sharing_off is None and "static" in off.generation_sharing_off
 

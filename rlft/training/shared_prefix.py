@@ -32,8 +32,11 @@ def why_not_sharing(trainer) -> str | None:
     args = trainer.args
     if trainer.accelerator.num_processes > 1:
         return "several processes (DDP/FSDP/DeepSpeed wrap the model's forward; TRL's path keeps their hooks)"
-    if getattr(args, "gradient_checkpointing", False):
+    if getattr(args, "gradient_checkpointing", False) or getattr(args, "activation_checkpointing", False):
         return "gradient checkpointing does not keep a key/value cache"
+    peft_configs = getattr(getattr(trainer.model, "module", trainer.model), "peft_config", None) or {}
+    if any(getattr(c, "is_prompt_learning", False) for c in peft_configs.values()):
+        return "a prompt-learning PEFT adapter (its virtual tokens are added in PeftModel.forward, which this pass skips)"
     if getattr(args, "use_liger_kernel", False) or getattr(args, "use_liger_loss", False):
         return "the Liger kernel computes the loss from hidden states itself"
     model = base_causal_lm(trainer.model)
