@@ -11,6 +11,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def pytest_report_header(config):
+    """Say which code-sandbox layers this machine enforces: the sandbox tests skip the layers it lacks."""
+    from rewards.code import LAYERS, sandbox_layers
+
+    active = sandbox_layers()
+    missing = [layer for layer in LAYERS if layer not in active]
+    return f"code sandbox layers active: {', '.join(active) or 'none'}" + (
+        f" (missing, their tests skip: {', '.join(missing)})" if missing else ""
+    )
+
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"

@@ -49,8 +49,19 @@ def test_dpo_raises_held_out_accuracy_over_the_starting_model(tiny_model, tmp_pa
     assert m["train/loss"] < m["train/first_loss"], m
 
 
-def test_dpo_combined_losses_with_lora(tiny_model, tmp_path):
+def test_dpo_combined_losses_with_lora(tiny_model, tmp_path, monkeypatch):
+    import trl
+
     from rlft.stages import dpo
+
+    seen = {}
+
+    class Recording(trl.DPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["loss_type"], seen["loss_weights"] = self.args.loss_type, self.args.loss_weights
+
+    monkeypatch.setattr(trl, "DPOTrainer", Recording)
 
     write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(16))
     stage = {
@@ -65,6 +76,7 @@ def test_dpo_combined_losses_with_lora(tiny_model, tmp_path):
     result = dpo.run(recipe.stage("dpo"), make_ctx(recipe, tmp_path, "dpo"))
     assert result.metrics["params/trainable"] < result.metrics["params/total"]
     assert result.metrics["train/steps"] == 2
+    assert seen == {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}  # what the trainer trained with
 
 
 def test_kto_unpairs_preference_data_and_trains(tiny_model, tmp_path):

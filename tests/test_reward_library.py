@@ -209,6 +209,12 @@ def test_sandbox_layers(active_layers):
     assert escape_attempt("import os\nos.fork()", (), active_layers) == (1.0 if os.geteuid() == 0 else 0.0)
 
 
+@pytest.mark.parametrize("layers", ["all", (), ("audit",), ("seccomp",), ("landlock",)], ids=layer_id)
+def test_harmless_code_passes_under_each_layer_alone(layers, active_layers):
+    """The positive control: the blocking tests below mean something only if honest code still scores 1."""
+    assert escape_attempt("import json, math\nx = json.loads('[1, 2]')\nassert math.fsum(x) == 3", layers, active_layers) == 1.0
+
+
 @pytest.mark.parametrize("layers", ["all", ("audit",), ("seccomp",)], ids=layer_id)
 @pytest.mark.parametrize("attempt", ["import os\nos.fork()", "import subprocess\nsubprocess.run(['ls'])"], ids=["fork", "subprocess"])
 def test_sandbox_blocks_fork(attempt, layers, active_layers):
@@ -221,6 +227,29 @@ def test_sandbox_blocks_writes_outside(how, layers, active_layers, tmp_path):
     target = tmp_path / "escaped.txt"
     assert escape_attempt(how.format(p=str(target)), layers, active_layers) == 0.0
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("how", "layers"),
+    [
+        *[(how, layers) for how in ("rename", "remove", "symlink") for layers in ("all", ("audit",), ("landlock",))],
+        *[("chmod", layers) for layers in ("all", ("audit",))],  # landlock does not cover chmod (the docstring says so)
+    ],
+    ids=lambda v: v if isinstance(v, str) else layer_id(v),
+)
+def test_sandbox_blocks_changes_outside_by_other_calls(how, layers, active_layers, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    victim.chmod(0o600)
+    code = {
+        "rename": f"import os\nos.rename({str(victim)!r}, {str(tmp_path / 'moved.txt')!r})",
+        "remove": f"import os\nos.remove({str(victim)!r})",
+        "symlink": f"import os\nos.symlink({str(victim)!r}, {str(tmp_path / 'link.txt')!r})",
+        "chmod": f"import os\nos.chmod({str(victim)!r}, 0o777)",
+    }[how]
+    assert escape_attempt(code, layers, active_layers) == 0.0
+    assert victim.read_text() == "keep" and victim.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "moved.txt").exists() and not (tmp_path / "link.txt").is_symlink()
 
 
 @pytest.mark.parametrize("layers", ["all", ("audit",), ("seccomp",), ("landlock",)], ids=layer_id)

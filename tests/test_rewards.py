@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import pickle
 
 import pytest
@@ -105,7 +104,7 @@ def test_reward_outputs_are_checked(tmp_path):
         resolve_reward("./broken.py:nan", base_dir=tmp_path).reward(["a", "b"], ["x", "y"])
     with pytest.raises(RlftError, match="reward boom raised ValueError: bad row"):
         resolve_reward("./broken.py:boom", base_dir=tmp_path).reward(["a"], ["x"])
-    assert not math.isnan(resolve_reward("answer_format").reward(["a"], ["<answer>1</answer>"])[0])
+    assert resolve_reward("answer_format").reward(["a"], ["<answer>1</answer>"]) == [1.0]
     (tmp_path / "np.py").write_text("import numpy as np\ndef r(prompts, completions, **kw):\n    return [np.float32(0.5), None]\n")
     assert resolve_reward("./np.py:r", base_dir=tmp_path).reward(["a", "b"], ["x", "y"]) == [0.5, None]  # numpy scalars are numbers
 

@@ -103,6 +103,7 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
     from rlft.stages import grpo
 
     write_jsonl(tmp_path / "prompts.jsonl", sum_rows(8, with_completion=False))
+    (tmp_path / "one.py").write_text("def always_one(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
     recipe = recipe_from_dict(
         {
             "name": "t",
@@ -112,7 +113,11 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
                     "name": "rl",
                     "kind": "grpo",
                     "data": "prompts.jsonl",
-                    "rewards": [{"name": "math_accuracy"}, {"name": "answer_format", "weight": 0.5}],
+                    "rewards": [
+                        {"name": "math_accuracy"},
+                        {"name": "answer_format", "weight": 0.5},
+                        {"name": f"{tmp_path}/one.py:always_one", "weight": 0.25},
+                    ],
                     "trl": {
                         "max_steps": 2,
                         "num_generations": 4,
@@ -134,8 +139,8 @@ def test_grpo_step_logs_per_reward_means(tiny_model, tmp_path):
     assert m["train/rewards/math_accuracy/mean"] == 0.0 and m["train/rewards/answer_format/mean"] == 0.0
     assert m["train/silent_groups/frac_microbatches_skipped"] == 0.5
     assert m["train/prompt_sharing"] == 1.0  # each distinct prompt ran once per micro-batch (rlft.training.shared_prefix)
-    for key in ("train/rewards/math_accuracy/mean", "train/rewards/answer_format/mean", "train/reward"):
-        assert key in m and 0.0 <= m[key] <= 1.5
+    # The logged reward is the weighted sum of the per-reward means: 1 x 0 + 0.5 x 0 + 0.25 x 1.
+    assert m["train/rewards/always_one/mean"] == 1.0 and m["train/reward"] == pytest.approx(0.25)
     assert_scorecard(m, rewards=["math_accuracy", "answer_format"])
     assert (ctx.out_dir / "samples.jsonl").exists()
     assert load_weights(result.model_path).keys() == load_weights(tiny_model).keys()
