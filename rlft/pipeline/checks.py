@@ -45,6 +45,18 @@ def data_problems(recipe: Recipe, base_dir: Path, reward_columns: dict[str, list
     read only when the recipe is about to run here (``rlft plan`` of a GPU recipe offline checks the rest).
     Returns (key, message) problems, every stage's at once.
     """
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a check, not a job: no "Map: 100%" lines for each stage's rows
+    try:
+        return _data_problems(recipe, base_dir, reward_columns, here=here)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def _data_problems(recipe: Recipe, base_dir: Path, reward_columns, *, here: bool) -> list[tuple[str, str]]:
     from rlft.data.rows import load_rows, reads_locally
 
     problems: list[tuple[str, str]] = []
