@@ -47,7 +47,7 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
         kwargs.update(bf16=False, fp16=False, use_cpu=True)  # bf16 is 5-7x slower (and an error) on CPU
     kwargs.update(seed=seed)
     kwargs.update(stage.trl)
-    kwargs.update(numbers)  # `1e-4` is text to YAML (it wants 1.0e-4): the number it means
+    kwargs.update(numbers)  # a number written as quoted text ('1e-4') reaches TRL as the number it means
     half = [k for k in ("bf16", "fp16") if stage.trl.get(k) and not torch.cuda.is_available()]
     if half and check_only:
         kwargs.update(bf16=False, fp16=False, use_cpu=True)
@@ -71,7 +71,8 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
 
 def checked_values(cls, given: dict) -> tuple[list[tuple[str, str]], dict]:
     """``(problems, numbers)``: (key, message) for each value that cannot have its field's type (text where a number
-    or a switch belongs), and the numbers meant by numeric text in number fields (YAML reads ``1e-4`` as text).
+    or a switch belongs), and the numbers meant by numeric text in number fields (a quoted ``'1e-4'``; rlft's
+    YAML loader already reads an unquoted ``1e-4`` as a number).
 
     TRL's configs check their values one ``__post_init__`` at a time and some not at all (``learning_rate: fast``,
     or the text ``"1e-4"``, would fail at the first optimizer step), so the plain scalar types are checked here,
