@@ -78,6 +78,9 @@ def test_compare_table_holds_what_training_logged(two_runs):
         logged = logged_summary(two_runs / run_id, stage)
         for column, spec in table["columns"].items():
             assert row[column] == logged.get(spec["metric"]), (run_id, stage, column)
+        # None == None above holds for a column neither side has: say which ones a stage kind lacks, exactly.
+        absent = sorted(c for c in table["columns"] if row[c] is None)
+        assert absent == {"sft": ["reward/math_accuracy"], "rl": ["accuracy"]}[stage], (run_id, stage, absent)
         assert row["train_s"] > 0 and row["trainable_params"] > 0
         assert 0.2 < row["peak_rss_gb"] < 24  # the stage process's peak memory (a GPU machine records peak_gpu_gb)
     sft_metrics = json.loads((two_runs / "lr-low" / "summary.json").read_text())["stages"][0]["metrics"]
