@@ -74,3 +74,40 @@ def test_grpo_training_and_its_scorecard_hand_a_reward_the_same_shape(tiny_model
     assert all(c["ids"] for c in calls), calls  # completion_ids in training and in held-out scoring
     assert len([c for c in calls if not c["training"]]) == 4  # 2 held-out prompts, before and after
     assert "eval/reward/trl_doc_style" in result.metrics
+
+
+def _probe_calls(log):
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_the_eval_stage_and_early_stopping_hand_a_reward_the_same_shape(tiny_model, tmp_path):
+    from rlft.stages import eval as eval_stage
+    from rlft.stages import grpo
+
+    (tmp_path / "probe.py").write_text(PROBE)
+    write_jsonl(tmp_path / "prompts.jsonl", sum_rows(8, with_completion=False))
+    log = tmp_path / "eval.jsonl"
+    probe = [{"name": "./probe.py:trl_doc_style", "kwargs": {"log": str(log)}}]
+    recipe = recipe_from_dict(
+        {"name": "t", "model": str(tiny_model), "stages": [{"name": "ev", "kind": "eval", "data": "prompts.jsonl", "rewards": probe, "max_new_tokens": 4, "baseline": None}]}
+    )  # fmt: skip
+    eval_stage.run(recipe.stage("ev"), make_ctx(recipe, tmp_path, "ev"))
+    calls = _probe_calls(log)
+    assert calls and {c["shape"] for c in calls} == {"messages"} and all(c["ids"] and not c["training"] for c in calls)
+
+    log = tmp_path / "early.jsonl"
+    stage = {
+        "name": "rl",
+        "kind": "grpo",
+        "data": "prompts.jsonl",
+        "eval_fraction": 0.5,
+        "scorecard": {"prompts": 2, "max_new_tokens": 4},
+        "early_stopping": {"every_steps": 1, "patience": 5},
+        "rewards": [{"name": "./probe.py:trl_doc_style", "kwargs": {"log": str(log)}}],
+        "trl": {"max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
+    }
+    recipe = recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [stage]})
+    grpo.run(recipe.stage("rl"), make_ctx(recipe, tmp_path, "rl"))
+    held_out = [c for c in _probe_calls(log) if not c["training"]]
+    # 2 prompts: the scorecard before and after (4) and an early-stopping evaluation at steps 1 and 2 (4)
+    assert len(held_out) == 8 and {c["shape"] for c in held_out} == {"messages"} and all(c["ids"] for c in held_out)
