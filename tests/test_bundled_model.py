@@ -1,4 +1,5 @@
-"""Slow: the bundled SmolLM2-135M-Instruct converts once, reloads from the cache, and matches the GGUF."""
+"""The bundled SmolLM2-135M-Instruct converts once, reloads from the cache, and matches the GGUF (slow); a missing
+package names its install command (fast: in the default suite)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import pytest
 
 from rlft.errors import RlftError
 
-pytestmark = pytest.mark.slow
-
 
 def generate_greedy(model, tok, prompts, max_new_tokens):
     from rlft.evaluation.scorecard import generate
@@ -17,6 +16,7 @@ def generate_greedy(model, tok, prompts, max_new_tokens):
     return generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=16).texts
 
 
+@pytest.mark.slow
 def test_bundled_model_converts_caches_and_matches_gguf(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
