@@ -33,6 +33,20 @@ def trl_doc_style(prompts, completions, completion_ids, log, **kwargs):
 """
 
 
+def probe_stage(log, **extra) -> dict:
+    """A GRPO stage rewarded by the probe (logging to ``log``) on prompts.jsonl, with 2 held-out prompts scored."""
+    return {
+        "name": "rl",
+        "kind": "grpo",
+        "data": "prompts.jsonl",
+        "eval_fraction": 0.5,
+        "scorecard": {"prompts": 2, "max_new_tokens": 4},
+        "rewards": [{"name": "./probe.py:trl_doc_style", "kwargs": {"log": str(log)}}],
+        "trl": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
+        **extra,
+    }
+
+
 def test_text_completions_of_a_conversation_become_one_assistant_message():
     assert trl_shaped([CHAT, "2+2="], ["4", "4"]) == [[{"role": "assistant", "content": "4"}], "4"]
     already = [[{"role": "assistant", "content": "4"}]]
@@ -56,15 +70,7 @@ def test_grpo_training_and_its_scorecard_hand_a_reward_the_same_shape(tiny_model
     (tmp_path / "probe.py").write_text(PROBE)
     log = tmp_path / "shapes.jsonl"
     write_jsonl(tmp_path / "prompts.jsonl", sum_rows(8, with_completion=False))  # plain-text prompts: rlft makes them chats
-    stage = {
-        "name": "rl",
-        "kind": "grpo",
-        "data": "prompts.jsonl",
-        "eval_fraction": 0.5,
-        "scorecard": {"prompts": 2, "max_new_tokens": 4},
-        "rewards": [{"name": "./probe.py:trl_doc_style", "kwargs": {"log": str(log)}}],
-        "trl": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
-    }
+    stage = probe_stage(log)
     recipe = recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [stage]})
     result = grpo.run(recipe.stage("rl"), make_ctx(recipe, tmp_path, "rl"))
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -96,16 +102,8 @@ def test_the_eval_stage_and_early_stopping_hand_a_reward_the_same_shape(tiny_mod
     assert calls and {c["shape"] for c in calls} == {"messages"} and all(c["ids"] and not c["training"] for c in calls)
 
     log = tmp_path / "early.jsonl"
-    stage = {
-        "name": "rl",
-        "kind": "grpo",
-        "data": "prompts.jsonl",
-        "eval_fraction": 0.5,
-        "scorecard": {"prompts": 2, "max_new_tokens": 4},
-        "early_stopping": {"every_steps": 1, "patience": 5},
-        "rewards": [{"name": "./probe.py:trl_doc_style", "kwargs": {"log": str(log)}}],
-        "trl": {"max_steps": 2, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
-    }
+    stage = probe_stage(log, early_stopping={"every_steps": 1, "patience": 5})
+    stage["trl"]["max_steps"] = 2
     recipe = recipe_from_dict({"name": "t", "model": str(tiny_model), "stages": [stage]})
     grpo.run(recipe.stage("rl"), make_ctx(recipe, tmp_path, "rl"))
     held_out = [c for c in _probe_calls(log) if not c["training"]]

@@ -84,13 +84,9 @@ class Guards:
         return []
 
     def _cap(self, logs):
-        share = _number(logs.get("completions/clipped_ratio"))
-        if share is None:
-            return []
-        self.active.add("length_cap")
-        if share > self.spec.length_cap:
-            return [("length_cap", share, f"{share:.0%} of completions hit the length cap (max_completion_length)")]
-        return []
+        return self._share(
+            logs, "length_cap", "completions/clipped_ratio", "{:.0%} of completions hit the length cap (max_completion_length)"
+        )
 
     def _kl(self, logs):
         kl = _number(logs.get("kl"))
@@ -105,13 +101,17 @@ class Guards:
         return []
 
     def _silent(self, logs):
-        share = _number(logs.get("frac_reward_zero_std"))
+        return self._share(
+            logs, "silent_groups", "frac_reward_zero_std", "{:.0%} of groups scored all alike: no advantage, nothing to learn from them"
+        )
+
+    def _share(self, logs, name: str, key: str, message: str):
+        """A guard on a logged share: active when ``key`` is logged, fired above its ``spec.<name>`` threshold."""
+        share = _number(logs.get(key))
         if share is None:
             return []
-        self.active.add("silent_groups")
-        if share > self.spec.silent_groups:
-            return [("silent_groups", share, f"{share:.0%} of groups scored all alike: no advantage, nothing to learn from them")]
-        return []
+        self.active.add(name)
+        return [(name, share, message.format(share))] if share > getattr(self.spec, name) else []
 
     def _dominance(self, logs):
         spread = {n: abs(w) * s for n, w in self.weights.items() if (s := _number(logs.get(f"rewards/{n}/std"))) is not None}
