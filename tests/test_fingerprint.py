@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from conftest import sum_rows, write_jsonl
 
 from rlft.pipeline import fingerprint
+from rlft.pipeline import run as pipeline_run
 from rlft.pipeline.fingerprint import explain, fingerprints, store
-from rlft.pipeline.run import plan_status
+from rlft.pipeline.run import plan_status, run_pipeline
 from rlft.recipe import load_recipe
 
 REWARD = "def polite(prompts, completions, **kw):\n    return [1.0 if 'please' in str(c) else 0.0 for c in completions]\n"
@@ -144,3 +148,83 @@ def test_a_new_key_from_a_newer_rlft_is_named():
 def test_explain_without_a_stored_fingerprint():
     fp = fingerprint.Fingerprint(parts={"config": "a"}, detail={})
     assert explain(None, fp) == "not run yet" and explain({"digest": fp.digest}, fp) == ""
+
+
+@pytest.mark.parametrize("key", ["model", "seed", "trust_remote_code", "launch"])
+def test_a_recipe_wide_key_changes_every_stage(finished, tiny_model, tmp_path, key):
+    path, run_dir = finished
+    recipe = load_recipe(path)
+    other = shutil.copytree(tiny_model, tmp_path / "other-model")  # the same files, in another folder
+    override, shown = {
+        "model": (f"model={other}", f'shared.model "{tiny_model}" -> "{other}"'),
+        "seed": (f"seed={recipe.seed + 1}", f"shared.seed {recipe.seed} -> {recipe.seed + 1}"),
+        "trust_remote_code": ("trust_remote_code=true", "shared.trust_remote_code false -> true"),
+        "launch": ("launch.num_processes=2", "shared.launch.num_processes null -> 2"),
+    }[key]
+    before, after = fingerprints(recipe, path.parent), fingerprints(load_recipe(path, [override]), path.parent)
+    for name in ("sft", "rm", "rl", "eval"):  # in every stage's own config part, not only through upstream or model
+        assert after[name].parts["config"] != before[name].parts["config"], name
+        assert after[name].digest != before[name].digest, name
+    got = would(run_dir, path, [override])
+    for name in ("sft", "rm", "rl", "eval"):
+        assert got[name][0] == "runs" and f"config changed: {shown}" in got[name][1], (name, got[name])
+
+
+def test_editing_the_base_model_folder_reruns_what_starts_from_it(tiny_model, tmp_path):
+    base = shutil.copytree(tiny_model, tmp_path / "base")
+    long_ago = time.time() - 86400  # files from a download yesterday: an edit today is never in the same second
+    for f in base.iterdir():
+        os.utime(f, (long_ago, long_ago))
+    path = write_recipe(tmp_path, base)
+    run_dir = tmp_path / "runs" / "r"
+    pretend_finished(run_dir, load_recipe(path), path)
+    assert {n: w for n, (w, _) in would(run_dir, path).items()} == dict.fromkeys(["sft", "rm", "rl", "eval"], "cached")
+
+    weights = base / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one byte of a weight: same size, new mtime
+    got = would(run_dir, path)
+    assert got["sft"] == got["rm"] == ("runs", "the starting model changed")
+    assert got["rl"] == ("runs", "upstream stage sft, rm changed")  # rl starts from sft, not the base folder
+    assert got["eval"][0] == "runs"
+
+    weights.write_bytes(original)
+    os.utime(weights, (long_ago, long_ago))
+    assert would(run_dir, path)["sft"][0] == "cached"  # as it was: the same fingerprint again
+
+    # small files count by content: an edit that keeps the size and the second of modification still counts
+    for name, old, new in [
+        ("config.json", '"rms_norm_eps": 1e-06', '"rms_norm_eps": 2e-06'),
+        ("chat_template.jinja", "<|im_start|>", "<|im_START|>"),
+    ]:
+        text = (base / name).read_text()
+        assert old in text
+        (base / name).write_text(text.replace(old, new))
+        os.utime(base / name, (long_ago, long_ago))
+        assert would(run_dir, path)["sft"] == ("runs", "the starting model changed"), name
+        (base / name).write_text(text)
+        os.utime(base / name, (long_ago, long_ago))
+        assert would(run_dir, path)["sft"][0] == "cached", name
+
+
+def test_a_failed_stage_is_never_reused(finished, monkeypatch):
+    path, run_dir = finished
+    recipe = load_recipe(path)
+    # what a stage that failed a check its recipe set leaves: its folder, the matching fingerprint, status failed
+    (run_dir / "rm" / "manifest.json").write_text(json.dumps({"result": {"name": "rm", "kind": "reward_model", "status": "failed"}}))
+    assert fingerprint.stored(run_dir / "rm")["digest"] == fingerprints(recipe, path.parent)["rm"].digest
+    got = would(run_dir, path)
+    assert got["rm"] == ("runs", "its last attempt did not finish")
+    assert got["sft"][0] == "cached"
+
+    launched = []  # the pipeline itself: it launches rm again (the launch fails here: no training in this test)
+    fake = SimpleNamespace(run=lambda cmd, **kw: launched.append(cmd) or subprocess.CompletedProcess(cmd, 1))
+    monkeypatch.setattr(pipeline_run, "subprocess", fake)
+    summary = run_pipeline(recipe, source=str(path), run_id=run_dir.name, output_dir=str(run_dir.parent))
+    assert [cmd[-1] for cmd in launched] == ["rm"]
+    assert [(s["name"], s["status"]) for s in summary["stages"]] == [
+        ("sft", "cached"),
+        ("rm", "failed"),
+        ("rl", "not run"),
+        ("eval", "not run"),
+    ]
