@@ -1,7 +1,8 @@
-"""Early stopping on the tiny model: SFT on held-out loss, GRPO and PPO on held-out reward; the schema's errors.
+"""Early stopping on the tiny model: SFT on held-out loss, GRPO and PPO on held-out reward, pair stages on
+their Trainer's metric; the schema's errors.
 
-Each run is built so that its held-out metric must first improve and then get worse, and the stage
-must stop and end with the weights of its best evaluation: compared bit for bit with a run of exactly
+Each run is built so that its held-out metric must stop improving (SFT, GRPO, PPO: after first improving), and
+the stage must stop and end with the weights of its best evaluation: compared bit for bit with a run of exactly
 that many steps (constant learning rate, same seed), which also shows that the evaluations did not
 change the training run.
 """
@@ -226,28 +227,68 @@ def weights_of(result, kind: str) -> dict[str, torch.Tensor]:
     return weights
 
 
-@pytest.mark.parametrize(("kind", "metric"), [("reward_model", "eval/accuracy"), ("dpo", "eval/implicit_accuracy"), ("kto", "eval/loss")])
-def test_pair_stages_stop_on_the_trainer_metric_they_name(tiny_model, tmp_path, kind, metric):
-    """Each named metric is read from the Trainer's own evaluation: the stage's final held-out figure is the best one."""
-    from rlft import stages
+# ------------------------------------------------------------------ pair stages on the Trainer's own metric
 
-    write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(40))
+# Training pairs prefer 'yes', held-out pairs 'no': every step trains against the held-out preference, so the
+# first evaluation is the best and the metric never improves on it (accuracy stays at 0, KTO's loss rises).
+PAIR_EVERY, PAIR_PATIENCE, PAIR_MAX = 2, 2, 12
+PAIR_FILES = ("pairs.jsonl", "held_out.jsonl")
+
+
+def pair_stage(kind: str, metric: str, max_steps: int, early_stopping: bool = True) -> dict:
     stage = {
         "name": "s",
         "kind": kind,
         "data": "pairs.jsonl",
-        "eval_fraction": 0.2,
+        "eval_data": "held_out.jsonl",
         "scorecard": {"prompts": 0},
-        "early_stopping": {"metric": metric, "every_steps": 2, "patience": 1},
-        "trl": {"max_steps": 6, "per_device_train_batch_size": 8, "learning_rate": 5e-3},
+        "trl": {"max_steps": max_steps, "per_device_train_batch_size": 8, "learning_rate": 5e-3, "lr_scheduler_type": "constant"},
     }
-    recipe, cfg = one_stage(tiny_model, stage)
+    if early_stopping:
+        stage["early_stopping"] = {"metric": metric, "every_steps": PAIR_EVERY, "patience": PAIR_PATIENCE}
+    return stage
+
+
+@pytest.mark.parametrize(("kind", "metric"), [("reward_model", "eval/accuracy"), ("dpo", "eval/implicit_accuracy"), ("kto", "eval/loss")])
+def test_pair_stages_stop_on_the_trainer_metric_they_name(tiny_model, tmp_path, kind, metric):
+    """Each named metric is read from the Trainer's own evaluation; the stage stops and ends with its best weights."""
+    from transformers import set_seed
+
+    from rlft import stages
+
+    write_jsonl(tmp_path / "pairs.jsonl", separable_pairs(32))
+    write_jsonl(tmp_path / "held_out.jsonl", [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in separable_pairs(8)])
+    recipe, cfg = one_stage(tiny_model, pair_stage(kind, metric, PAIR_MAX))
     ctx = make_ctx(recipe, tmp_path, "s")
+    ctx.tracker = Recorder()
+    set_seed(ctx.seed_for(cfg))  # as rlft's stage runner does: the reward model's new head is drawn from the global RNG
     result = stages.get(kind).run(cfg, ctx)
-    es = ctx.notes.early_stopping
-    assert es["metric"] == metric and [step for step, _ in es["evaluations"]][:2] == [2, 4]
-    assert result.metrics[metric] == pytest.approx(es["best"], abs=1e-6)
-    assert result.metrics["train/steps"] == es["stop_step"] == es["evaluations"][-1][0]
+
+    es, m = ctx.notes.early_stopping, result.metrics
+    steps = [step for step, _ in es["evaluations"]]
+    values = [value for _, value in es["evaluations"]]
+    # the first evaluation was the best; `patience` evaluations without an improvement followed, and the stage stopped
+    assert es["metric"] == metric and steps == [PAIR_EVERY * (i + 1) for i in range(PAIR_PATIENCE + 1)], es
+    assert es["best_step"] == PAIR_EVERY and es["best"] == values[0], es
+    if metric == "eval/loss":  # lower is better: the held-out loss rose at each evaluation
+        assert values == sorted(values) and len(set(values)) == len(values), values
+    else:  # higher is better: the held-out accuracy is 0 throughout (ties are no improvement)
+        assert values == [0.0] * len(values), values
+    assert es["stop_step"] == es["best_step"] + PAIR_PATIENCE * PAIR_EVERY < PAIR_MAX
+    assert es["stopped_early"] is True and es["restored_best"] is True
+    assert m["train/steps"] == es["stop_step"] and m["early_stopping/stopped_early"] is True and m["early_stopping/best_step"] == PAIR_EVERY
+    # the stage's evaluation after training reads the restored model: the best figure again
+    assert m[metric] == pytest.approx(es["best"], abs=1e-6)
+    rows = logged(ctx.tracker)
+    assert [r["train/global_step"] for r in rows] == steps and [r["early_stopping/metric"] for r in rows] == values
+    assert rows[-1]["early_stopping/evals_without_improvement"] == PAIR_PATIENCE
+
+    # A run of exactly best_step steps without early stopping ends with the same weights, bit for bit.
+    recipe, cfg = one_stage(tiny_model, pair_stage(kind, metric, es["best_step"], early_stopping=False))
+    set_seed(ctx.seed_for(cfg))
+    reference = stages.get(kind).run(cfg, make_ctx(recipe, beside(tmp_path, "reference", PAIR_FILES), "s"))
+    got, want = load_weights(result.model_path), load_weights(reference.model_path)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
 
 
 # ------------------------------------------------------------------ the rules
