@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import statistics
+from pathlib import Path
 
 import pytest
 import yaml
@@ -147,6 +150,8 @@ def test_sft_rm_grpo_pipeline_with_an_ensemble(tiny_model, tmp_path):
                 "kind": "grpo",
                 "init_from": "sft",
                 "data": "prompts.jsonl",
+                "eval_fraction": 0.5,  # a held-out scorecard of 4 prompts: the reward model's first scored batch
+                "scorecard": {"max_new_tokens": 8},
                 "rewards": [{"ensemble": [{"model": "rm", "normalize": True}, {"name": "answer_format"}], "reduce": "mean_minus_std"}],
                 "trl": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 6},
             },
@@ -161,3 +166,50 @@ def test_sft_rm_grpo_pipeline_with_an_ensemble(tiny_model, tmp_path):
     rl = summary["stages"][2]["metrics"]
     assert "train/rewards/mean_minus_std(rm,answer_format)/mean" in rl
     assert "eval/accuracy" in summary["stages"][1]["metrics"]
+
+    # What normalize and mean_minus_std do to the numbers, recomputed from the saved reward model by hand. The
+    # stage's first call of the reward model scores the starting model's held-out completions (its scorecard);
+    # normalize standardises by that batch's mean and population std and keeps those statistics for every later
+    # batch (the trained model's completions here). mean - 1 * std of two members is the lower one: (a + b) / 2 - |a - b| / 2.
+    rm_path = summary["stages"][1]["model_path"]
+    samples = [json.loads(line) for line in (Path(summary["stages"][2]["output_dir"]) / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4
+    assert not any("<answer>" in s[f"{p}_completion"] for s in samples for p in ("baseline", "eval"))  # answer_format: 0 for all
+    raw = plain_rm_scores(rm_path, [(s["prompt"], s["baseline_completion"]) for s in samples])
+    mean, std = statistics.fmean(raw), statistics.pstdev(raw)
+    assert std > 1e-4, raw  # the completions differ in their prompts, so their scores do
+    for prefix in ("baseline", "eval"):
+        scores = plain_rm_scores(rm_path, [(s["prompt"], s[f"{prefix}_completion"]) for s in samples])
+        expected = [min((r - mean) / std, 0.0) for r in scores]
+        assert [s[f"{prefix}_mean_minus_std(rm,answer_format)"] for s in samples] == pytest.approx(expected, abs=1e-4), prefix
+    assert min(expected) < -0.5  # a standardised score: the raw ones are near 0.01
+
+    # Through the same recipe reference, with answers that do and do not carry the format: both members vary.
+    from rlft.recipe import RewardRef
+    from rlft.reward_refs import resolve_ref
+
+    ensemble = resolve_ref(RewardRef.model_validate(recipe["stages"][2]["rewards"][0]), stage_models={"rm": rm_path}).reward
+    prompt = [{"role": "user", "content": "3+4="}]
+    first = ["<answer>7</answer>", "7", "<answer>8</answer>", "so 8", "\n\n"]
+    formatted = [1.0, 0.0, 1.0, 0.0, 0.0]
+    raw = plain_rm_scores(rm_path, [(prompt, c) for c in first])
+    mean, std = statistics.fmean(raw), statistics.pstdev(raw)
+    expected = [min((r - mean) / std, f) for r, f in zip(raw, formatted, strict=True)]
+    assert ensemble([prompt] * 5, first) == pytest.approx(expected, abs=1e-4)
+    assert expected[0] < -0.5  # formatted, yet the reward model's low standardised score is the lower member
+    # A later batch keeps the first batch's statistics: standardised alone, a batch of one would score min(0, 1) = 0.
+    assert ensemble([prompt], first[:1]) == pytest.approx(expected[:1], abs=1e-4)
+
+
+def plain_rm_scores(path: str, pairs: list[tuple[list[dict], str]]) -> list[float]:
+    """The reward model's score of each (prompt messages, completion) as one whole chat, one forward pass each (no padding)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+    with torch.no_grad():
+        return [
+            model(**tok(tok.apply_chat_template(chat, tokenize=False), return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+            for chat in (prompt + [{"role": "assistant", "content": completion}] for prompt, completion in pairs)
+        ]

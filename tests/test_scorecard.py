@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import build_tiny_model
 
-from rlft.evaluation.scorecard import _until_eos, generate, preference_accuracy
+from rlft.evaluation.scorecard import Scorecard, _sequence_kl, _until_eos, generate, preference_accuracy, preference_wins
 
 PROMPTS = [[{"role": "user", "content": f"{a}+{b}?"}] for a, b in ((1, 2), (3, 4), (12, 30))]
 
@@ -18,6 +18,37 @@ def two_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
     a, b = build_tiny_model(root / "a", seed=0), build_tiny_model(root / "b", seed=1)
     return load_causal_lm(str(a)), load_causal_lm(str(b)), load_tokenizer(str(a))
+
+
+@pytest.fixture(scope="module")
+def peaked_ref(two_models):
+    """The second model with its logits scaled by 8 (its final norm's weight): peaked where the policy is near uniform.
+
+    Two near-uniform models are so close that KL(p ‖ q) and KL(q ‖ p) agree to a few per cent; against this
+    reference they differ by far more, so a KL taken the wrong way round shows.
+    """
+    import copy
+
+    ref = copy.deepcopy(two_models[1])
+    with torch.no_grad():
+        ref.model.norm.weight.mul_(8.0)
+    return ref.eval()
+
+
+def plain_kl(policy, ref, tok, prompt, completion: list[int]) -> tuple[float, float]:
+    """(KL(policy ‖ ref), KL(ref ‖ policy)) summed over the positions that predict ``completion`` after ``prompt``.
+
+    The plain way: one unpadded sequence, full forward passes of both models, softmax over the whole vocabulary.
+    """
+    head = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([head + completion])
+    with torch.no_grad():
+        logp = torch.log_softmax(policy(input_ids=ids).logits[0].float(), -1)
+        logq = torch.log_softmax(ref(input_ids=ids).logits[0].float(), -1)
+    at = slice(len(head) - 1, len(head) + len(completion) - 1)  # logits at t predict token t + 1
+    p, q = logp[at], logq[at]
+    assert p.shape[0] == len(completion)
+    return float((p.exp() * (p - q)).sum()), float((q.exp() * (q - p)).sum())
 
 
 def test_completion_mask_stops_after_the_first_eos():
@@ -48,6 +79,53 @@ def test_preference_accuracy_counts_ties_half_and_follows_likelihood(two_models)
     pair = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "abc"}], "rejected": [{"role": "assistant", "content": "xyz"}]}
     flipped = {**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]}
     assert preference_accuracy(a, tok, [pair]) + preference_accuracy(a, tok, [flipped]) == 1.0
+
+
+def _reply(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def test_preference_wins_follow_the_mean_completion_log_prob_computed_by_hand(two_models):
+    """Each pair's outcome is chosen-vs-rejected mean log-probability of the answer's tokens, by plain forward passes.
+
+    The pairs have answers of different lengths, so ranking by the summed log-probability, or the wrong way round,
+    gives other outcomes, and so does leaving out the answer's first token (checked below); batches of 4 split the
+    pairs and pad their rows.
+    """
+    a, _, tok = two_models
+    q, colour = ([{"role": "user", "content": c}] for c in ("q?", "Name a colour."))
+    pairs = [
+        {"prompt": q, "chosen": _reply("zzzzzzzz"), "rejected": _reply("4")},  # the longer answer, better per token
+        {"prompt": q, "chosen": _reply("7"), "rejected": _reply("4")},  # as long, worse for its first token only
+        {"prompt": colour, "chosen": _reply("42"), "rejected": _reply("blue")},
+        {"prompt": q, "chosen": _reply("yes"), "rejected": _reply("yes")},
+        {"prompt": colour, "chosen": _reply("abc"), "rejected": _reply("a")},
+    ]
+
+    def answer_logprobs(prompt, reply) -> torch.Tensor:
+        # what the answer adds to the chat: its text and the template's end of turn
+        head = tok(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+        full = tok(tok.apply_chat_template(prompt + reply, tokenize=False), add_special_tokens=False)["input_ids"]
+        assert full[: len(head)] == head and len(full) > len(head)
+        with torch.no_grad():
+            logp = torch.log_softmax(a(input_ids=torch.tensor([full])).logits[0].float(), -1)
+        return torch.stack([logp[t - 1, full[t]] for t in range(len(head), len(full))])
+
+    def outcome(c: float, r: float) -> float:
+        return 1.0 if c > r else 0.5 if c == r else 0.0
+
+    by_pair = [(answer_logprobs(p["prompt"], p["chosen"]), answer_logprobs(p["prompt"], p["rejected"])) for p in pairs]
+    expected = [outcome(float(c.mean()), float(r.mean())) for c, r in by_pair]
+    by_sum = [outcome(float(c.sum()), float(r.sum())) for c, r in by_pair]
+    without_first = [outcome(float(c[1:].mean()), float(r[1:].mean())) for c, r in by_pair]
+    # the pairs tell the right ranking from the wrong ones, with margins far above float noise
+    assert set(expected) == {0.0, 0.5, 1.0}  # wins, losses and a tie: a ranking the wrong way round shows
+    assert by_sum != expected and sum(by_sum) != sum(expected) and without_first != expected
+    assert all(abs(float(c.mean() - r.mean())) > 1e-3 for (c, r), e in zip(by_pair, expected, strict=True) if e != 0.5)
+
+    assert preference_wins(a, tok, pairs, batch_size=4) == expected
+    assert preference_accuracy(a, tok, pairs, batch_size=4) == pytest.approx(sum(expected) / len(expected))
+    assert preference_wins(a, tok, pairs, batch_size=1) == expected  # no padding: the same outcomes
 
 
 def test_summary_prints_one_scorecard_across_stage_kinds():
@@ -154,3 +232,39 @@ def test_kl_with_kept_logits_and_chunks_equals_the_full_computation(two_models):
         full = _sequence_kl(FullLogitsOnly(a), FullLogitsOnly(b), seq, mask, n_prompt, keep, chunk=8)
     torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5)
     assert (full > 0).all()
+
+
+def test_kl_to_ref_is_the_summed_kl_from_policy_to_reference_along_the_greedy_completion(two_models, peaked_ref):
+    """eval/kl_to_ref: per prompt, KL(policy ‖ reference) summed over the completion's positions; then the mean over prompts."""
+    a, _, tok = two_models
+    card = Scorecard(prompts=PROMPTS, columns={}, rewards=[], max_new_tokens=7, batch_size=2)  # a padded batch of 2, then 1
+    metrics = card.score(a, tok, "eval", ref=peaked_ref)
+    gen = card.samples["eval"]
+    assert [len(ids) for ids in gen.ids] == gen.lengths and all(n >= 1 for n in gen.lengths)
+    forward, reverse = zip(*(plain_kl(a, peaked_ref, tok, p, ids) for p, ids in zip(PROMPTS, gen.ids, strict=True)), strict=True)
+    assert gen.kl == pytest.approx(forward, rel=1e-4)
+    assert metrics["eval/kl_to_ref"] == pytest.approx(sum(forward) / len(forward), rel=1e-4)
+    # the other direction is a clearly different number, so a swapped KL would not pass
+    assert all(abs(f - r) > 0.25 * f for f, r in zip(forward, reverse, strict=True))
+
+
+def test_sequence_kl_sums_exactly_the_completion_positions_up_to_the_first_eos(two_models, peaked_ref):
+    """Left-padded prompts, completions of different lengths: tokens after the first EOS and padding count nothing."""
+    a, _, tok = two_models
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    chars = [tok.convert_tokens_to_ids(list(text)) for text in ("4", "7 is it", "42!!")]
+    completions = [chars[0] + [eos] + chars[1][:3], chars[1] + [eos], chars[2]]  # as generated: junk after EOS, then pad
+    scored = [chars[0] + [eos], chars[1] + [eos], chars[2]]  # what counts
+    n_new = max(len(c) for c in completions)
+    tok.padding_side = "left"
+    enc = tok([tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in PROMPTS], return_tensors="pt", padding=True)
+    assert len(set(enc["attention_mask"].sum(1).tolist())) > 1  # the prompts really are padded
+    new = torch.tensor([c + [pad] * (n_new - len(c)) for c in completions])
+    keep = torch.tensor([[1] * len(s) + [0] * (n_new - len(s)) for s in scored])
+    seq = torch.cat([enc["input_ids"], new], dim=1)
+    mask = torch.cat([enc["attention_mask"], keep], dim=1)
+    with torch.inference_mode():
+        kl = _sequence_kl(a, peaked_ref, seq, mask, enc["input_ids"].shape[1], keep, chunk=2)
+    forward, reverse = zip(*(plain_kl(a, peaked_ref, tok, p, s) for p, s in zip(PROMPTS, scored, strict=True)), strict=True)
+    assert kl.tolist() == pytest.approx(forward, rel=1e-4)
+    assert all(abs(f - r) > 0.25 * f for f, r in zip(forward, reverse, strict=True))

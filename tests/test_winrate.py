@@ -73,6 +73,40 @@ def reward_model(src: Path, dst: Path) -> Path:
     return dst
 
 
+def balance_reward_model(src: Path, dst: Path) -> Path:
+    """A sequence classifier on the tiny model's config that prefers chats with as many '7's as '3's.
+
+    Every embedding has 1 on unit 0; '7' adds +1 and '3' adds -1 on unit 1. Layer 1 attends uniformly
+    (zero queries and keys) and copies the normed unit 1 (+-4 for '7'/'3', 0 otherwise) to unit 2; nothing
+    else writes to the residual stream. At the chat's last token ('\\n', unit 0 only) unit 2 therefore
+    holds ``m = 4 * (n7 - n3) / n`` over the chat's n tokens, and the head reads unit 0 after the final
+    RMSNorm: ``score = 1 / sqrt(1 + m**2)``, highest (1.0) for a balanced chat.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig.from_pretrained(src, num_labels=1)
+    model = LlamaForSequenceClassification(config)
+    tok = AutoTokenizer.from_pretrained(src)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        first = model.model.layers[0].self_attn
+        first.q_proj.weight.zero_()
+        first.k_proj.weight.zero_()
+        first.v_proj.weight.zero_()[0, 1] = 1.0  # kv head 0, dim 0 <- unit 1
+        first.o_proj.weight[2, 0] = 1.0  # unit 2 <- query head 0 (reads kv head 0), dim 0
+        embed = model.model.embed_tokens.weight
+        embed.zero_()[:, 0] = 1.0
+        embed[tok.convert_tokens_to_ids("7"), 1] = 1.0
+        embed[tok.convert_tokens_to_ids("3"), 1] = -1.0
+        model.score.weight.zero_()[0, 0] = config.hidden_size**-0.5
+    model.save_pretrained(dst)
+    tok.save_pretrained(dst)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_model, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("winrate")
@@ -149,6 +183,43 @@ def test_random_model_ties_with_its_copy_under_a_reward_model(tiny_model, setup)
     assert all(s is not None for s in result.scores["base"])
     same = pair(result, "base", "copy")
     assert (same.n, same.ties, same.not_judged, same.win_rate) == (3, 3, 0, 0.5)
+
+
+def test_a_reward_model_judge_picks_the_winner_its_scores_imply(tiny_model, setup, tmp_path):
+    """Two different models under a reward model whose score is known: the one that balances the prompt's '7's and '3's wins."""
+    from transformers import AutoTokenizer
+
+    rm = balance_reward_model(tiny_model, tmp_path / "rm")
+    prompts = ["3333", "3 3", "777777", "hello", "x"]  # A ("7 7 7 7") balances the first two, B ("3 3 3 3") the third
+    result = winrates(
+        {"A": setup["a"], "B": setup["b"]},
+        write_jsonl(tmp_path / "p.jsonl", [{"prompt": p} for p in prompts]),
+        [f"model:{rm}"],
+        max_new_tokens=4,
+    )
+    completions = {"A": "7 7 7 7", "B": "3 3 3 3"}
+    assert result.completions == {label: [c] * len(prompts) for label, c in completions.items()}
+
+    tok = AutoTokenizer.from_pretrained(rm)
+    imbalance = {}  # per model, per prompt: n7 - n3 over the whole chat the reward model reads
+    for label, completion in completions.items():
+        chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": completion}] for p in prompts]
+        texts = [tok.apply_chat_template(chat, tokenize=False) for chat in chats]
+        imbalance[label] = [p.count("7") + completion.count("7") - p.count("3") - completion.count("3") for p in prompts]
+        n = [len(tok(t, add_special_tokens=False).input_ids) for t in texts]
+        assert result.scores[label] == pytest.approx(
+            [(1 + (4 * d / k) ** 2) ** -0.5 for d, k in zip(imbalance[label], n, strict=True)], abs=1e-4
+        )
+    assert (imbalance["A"], imbalance["B"]) == ([0, 2, 10, 4, 4], [-8, -6, 2, -4, -4])
+
+    # The more balanced chat wins; '7 7 7 7' and '3 3 3 3' after a prompt with neither score exactly alike: a tie.
+    wins_a = sum(abs(x) < abs(y) for x, y in zip(imbalance["A"], imbalance["B"], strict=True))
+    wins_b = sum(abs(x) > abs(y) for x, y in zip(imbalance["A"], imbalance["B"], strict=True))
+    assert (wins_a, wins_b) == (2, 1)
+    ab, ba = pair(result, "A", "B"), pair(result, "B", "A")
+    assert (ab.n, ab.judged, ab.wins_a, ab.wins_b, ab.ties, ab.not_judged) == (5, 5, wins_a, wins_b, 5 - wins_a - wins_b, 0)
+    assert ab.win_rate == pytest.approx((2 + 0.5 * 2) / 5)
+    assert (ba.wins_a, ba.wins_b, ba.ties, ba.win_rate) == (1, 2, 2, pytest.approx(0.4))
 
 
 def test_tally_counts_one_sided_none_as_not_judged():
