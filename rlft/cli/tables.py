@@ -1,4 +1,4 @@
-"""The rich tables the rlft command prints: a run's stages, its held-out scorecard, its guards."""
+"""The rich tables the rlft command prints: a run's stages, its held-out scorecard, its rounds, its guards."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ def print_summary(summary: dict, console) -> None:
             _num(m.get("train/reward")),
         )
     console.print(table)
-    for extra in (scorecard_table(summary["stages"]), gains_table(summary["stages"]), guards_table(summary["stages"])):
+    tables = (
+        scorecard_table(summary["stages"]),
+        gains_table(summary["stages"]),
+        rounds_table(summary["stages"]),
+        guards_table(summary["stages"]),
+    )
+    for extra in tables:
         if extra is not None:
             console.print(extra)
     for s in summary["stages"]:
@@ -88,6 +94,46 @@ def gains_table(stages: list[dict]):
         title="held-out gain over the starting model (eval: over the baseline): paired on the same prompts, 95% bootstrap interval"
     )
     for col in ("stage", "metric", "n", "gain [95% CI]", "p", "verdict"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def rounds_table(stages: list[dict]):
+    """The per-round curve of stages that learn in rounds (expert_iteration, iterative_dpo): what each round kept, its
+    training tries' reward, and its held-out reward with the paired gain over the stage's start (None when no stage has rounds)."""
+    from rich.table import Table
+
+    rows = []
+    for s in stages:
+        m = s.get("metrics") or {}
+        done, best = m.get("rounds/done"), m.get("rounds/best_round")
+        for r in range(1, int(done or 0) + 1):
+            p = f"round{r}/"
+            rewards = sorted(k.removeprefix(f"{p}heldout/reward/") for k in m if k.startswith(f"{p}heldout/reward/"))
+            held = []
+            for name in rewards:
+                key = f"{p}heldout/delta/reward/{name}"
+                gain = f" ({m[key]:+.3f} [{m[key + '/ci_low']:+.3f}, {m[key + '/ci_high']:+.3f}])" if key + "/ci_low" in m else ""
+                held.append(f"{name} {m[f'{p}heldout/reward/{name}']:.3f}{gain}")
+            learned = m.get(f"{p}kept", m.get(f"{p}pairs"))
+            rows.append(
+                (
+                    f"{s['name']} ({s['kind']})",
+                    f"{r}{' (best)' if r == best else ''}",
+                    "" if learned is None else f"{learned:.0f}",
+                    _num(m.get(f"{p}train/mean_reward")),
+                    _num(m.get(f"{p}train/pass_at_k")),
+                    "; ".join(held),
+                    _num(m.get(f"{p}heldout/kl_to_ref")),
+                    f"{m[p + 'wall_s']:.0f} s" if p + "wall_s" in m else "",
+                )
+            )
+    if not rows:
+        return None
+    table = Table(title="rounds: tries kept (or pairs), training reward, held-out reward (gain over the stage's start, 95% CI)")
+    for col in ("stage", "round", "kept", "train reward", "pass@k", "held-out", "KL", "wall"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)

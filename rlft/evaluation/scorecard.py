@@ -101,12 +101,26 @@ def _ready(model, device):
     return model
 
 
-def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int, ref=None, device=None) -> Generated:
+def generate(
+    model,
+    tok,
+    prompts: list,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    ref=None,
+    device=None,
+    temperature: float | None = None,
+    top_p: float = 1.0,
+) -> Generated:
     """Greedy completions of ``model``; with ``ref``, also the per-prompt KL(model ‖ ref) along them.
 
     ``device``: where to generate (default: ``accelerator()``; a model in training passes its own, so it is not moved).
+    ``temperature``: sample instead (with ``top_p``), drawing from torch's RNG — seed it for repeatable samples.
     """
     import torch
+
+    decoding = {"do_sample": False} if temperature is None else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
 
     tok.padding_side = "left"
     texts = [_render(tok, p) for p in prompts]
@@ -119,7 +133,7 @@ def generate(model, tok, prompts: list, *, max_new_tokens: int, batch_size: int,
             batch = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             n_prompt = batch["input_ids"].shape[1]
             seq = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+                **batch, max_new_tokens=max_new_tokens, **decoding, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
             )
             new = seq[:, n_prompt:]
             keep = _until_eos(new, tok.eos_token_id, tok.pad_token_id)
@@ -277,18 +291,26 @@ class Scorecard:
 
     def score(self, model, tok, prefix: str, ref=None, device=None) -> dict[str, float]:
         gen = generate(model, tok, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, ref=ref, device=device)
+        trl_kwargs = {**self.columns, "completion_ids": gen.ids, **TRL_LOGGERS}  # as TRL calls a reward (no trainer_state here)
+        self.scores[prefix] = {r.reward.__name__: r.reward(self.prompts, gen.texts, **trl_kwargs) for r in self.rewards}
+        self.samples[prefix] = gen
+        return self.metrics(prefix)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """``{prefix}/mean_length``, ``/kl_to_ref`` (when a reference was given) and ``/reward/<name>`` of what was scored as ``prefix``."""
+        gen = self.samples[prefix]
         metrics: dict[str, float] = {f"{prefix}/mean_length": statistics.fmean(gen.lengths) if gen.lengths else float("nan")}
         if gen.kl:
             metrics[f"{prefix}/kl_to_ref"] = statistics.fmean(gen.kl)
-        self.scores[prefix] = {}
-        trl_kwargs = {**self.columns, "completion_ids": gen.ids, **TRL_LOGGERS}  # as TRL calls a reward (no trainer_state here)
-        for r in self.rewards:
-            values = r.reward(self.prompts, gen.texts, **trl_kwargs)
-            self.scores[prefix][r.reward.__name__] = values
+        for name, values in self.scores[prefix].items():
             applicable = [v for v in values if v is not None]
-            metrics[f"{prefix}/reward/{r.reward.__name__}"] = statistics.fmean(applicable) if applicable else float("nan")
-        self.samples[prefix] = gen
+            metrics[f"{prefix}/reward/{name}"] = statistics.fmean(applicable) if applicable else float("nan")
         return metrics
+
+    def adopt(self, source: str, prefix: str) -> dict[str, float]:
+        """Take what was scored as ``source`` as ``prefix``'s too (the same model under two names: no second generation)."""
+        self.samples[prefix], self.scores[prefix] = self.samples[source], self.scores[source]
+        return self.metrics(prefix)
 
     def deltas(self, before: str = "baseline", after: str = "eval", *, seed: int = 0) -> dict[str, float]:
         """``{after}/delta/reward/<name>`` with its interval: ``after`` minus ``before`` on the same prompts, per reward.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlft.errors import did_you_mean
-from rlft.recipe.options import RewardRef
+from rlft.recipe.options import RewardRef, RoundStoppingSpec
 from rlft.recipe.schema import STAGE_KINDS, EvalStage, MergeStage, Recipe, TrainStage
 
 
@@ -169,6 +169,16 @@ def early_stopping_problems(stage) -> list[tuple[str, str]]:
                 f"choose one of: {', '.join(known)}",
             )
         )
+    if isinstance(spec, RoundStoppingSpec):  # rounds: every round is scored on the scorecard's prompts
+        if stage.scorecard.prompts == 0:
+            problems.append(
+                (
+                    f"stages.{stage.name}.scorecard.prompts",
+                    f"early stopping by round scores each round on the scorecard's held-out prompts, which is 0 here; "
+                    f"set stages.{stage.name}.scorecard.prompts=64",
+                )
+            )
+        return problems
     if spec.prompts is not None and not stage.stops_on_reward:
         problems.append(
             (

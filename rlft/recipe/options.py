@@ -255,6 +255,56 @@ class EarlyStoppingSpec(Strict):
     )
 
 
+class RoundStoppingSpec(Strict):
+    """Stop a stage that trains in rounds when its held-out reward stops improving from round to round, keeping the best round."""
+
+    metric: str | None = Field(None, description="eval/reward (the weighted sum of the stage's rewards, the default) or eval/reward/<name>")
+    patience: int = Field(1, ge=1, description="stop after this many rounds in a row without improvement")
+    min_delta: float = Field(0.0, ge=0.0, description="a round improves only when it beats the best by more than this")
+    restore_best: bool = Field(True, description="end with the best round's model (else: the last round's)")
+
+
+class SamplingSpec(Strict):
+    """How a stage that learns in rounds samples its own tries: ``completions`` per prompt for ``prompts`` training prompts a round."""
+
+    prompts: int | None = Field(
+        64, ge=1, description="training prompts sampled each round, taken in turn from the shuffled training rows; null: all of them"
+    )
+    completions: int = Field(8, ge=2, description="completions sampled per prompt (k)")
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="completions generated at once (decoding on a CPU is bound by streaming the weights)")
+
+
+class KeepSpec(Strict):
+    """Which of its own tries an expert-iteration round fine-tunes on: per prompt its best ``per_prompt``, if they clear the bar."""
+
+    min_reward: float | None = Field(None, description="keep a completion only when its weighted reward is at least this")
+    top_fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="keep only the prompts whose best completion ranks in this top share of the round"
+    )
+    per_prompt: int = Field(1, ge=1, description="distinct completions kept per prompt at most (ReST-EM keeps several)")
+
+    @model_validator(mode="after")
+    def _a_bar(self):
+        if self.min_reward is None and self.top_fraction is None:
+            raise ValueError(
+                "set keep.min_reward (e.g. 1.0: only completions the reward calls right) or keep.top_fraction (e.g. 0.25), "
+                "or both: without a bar expert iteration would fine-tune on its wrong answers too"
+            )
+        return self
+
+
+class PairsSpec(Strict):
+    """How an iterative-DPO round pairs its own tries: per prompt, the best against the worst by weighted reward."""
+
+    min_margin: float = Field(
+        0.0, ge=0.0, description="pair only when best minus worst exceeds this (ties never pair: the margin must be above 0)"
+    )
+    min_chosen_reward: float | None = Field(None, description="pair only when the best completion's reward is at least this")
+
+
 GUARD_NAMES = ("length_drift", "length_cap", "kl_spike", "silent_groups", "reward_dominance", "divergence")
 
 

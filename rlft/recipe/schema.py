@@ -17,12 +17,16 @@ from rlft.recipe.options import (
     ForgettingSpec,
     FreezeSpec,
     GuardsSpec,
+    KeepSpec,
     LaunchSpec,
     MergeMember,
     OverfitCheckSpec,
+    PairsSpec,
     PeftSpec,
     ProbeSpec,
     RewardRef,
+    RoundStoppingSpec,
+    SamplingSpec,
     ScorecardSpec,
     Strict,
     TrackingSpec,
@@ -154,6 +158,49 @@ class PPOStage(GRPOStage):
                 "forward pass at rollout and update time); remove dropout:"
             )
         return self
+
+
+class RoundsStage(TrainStage):
+    """Self-improvement in rounds (``rlft.stages.self_improve``): each round the model samples its own tries on training
+    prompts, the stage's rewards judge them, and the model learns from the judged tries; held-out reward after every round."""
+
+    rewards: list[RewardRef] = Field(min_length=1)
+    rounds: int = Field(3, ge=1)
+    sampling: SamplingSpec = SamplingSpec()
+    early_stopping: RoundStoppingSpec | None = Field(None, description="stop when a round no longer improves the held-out reward")
+    stops_on_reward: ClassVar[bool] = True
+    required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
+
+
+class ExpertIterationStage(RoundsStage):
+    """Rejection-sampling fine-tuning (expert iteration; RAFT, ReST-EM, STaR): fine-tune on the best of its own tries."""
+
+    kind: Literal["expert_iteration"]
+    keep: KeepSpec
+    trl_config: ClassVar[str] = "SFTConfig"
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss", "mean_token_accuracy")
+
+
+class IterativeDPOStage(RoundsStage):
+    """Iterative DPO: each round trains DPO on pairs of its own tries (best against worst), the round's start as reference."""
+
+    kind: Literal["iterative_dpo"]
+    pairs: PairsSpec = PairsSpec()
+    trl_config: ClassVar[str] = "DPOConfig"
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss", "rewards/accuracies", "rewards/margins")
+    stay_close: ClassVar[str] = "raise stages.{s}.trl.beta (keeps each round closer to the model it started from)"
+
+
+class OnlineDPOStage(TrainStage):
+    """Online DPO (``trl.experimental.online_dpo``): two samples per prompt, the stage's rewards pick the chosen one."""
+
+    kind: Literal["online_dpo"]
+    rewards: list[RewardRef] = Field(min_length=1)
+    trl_config: ClassVar[str] = "trl.experimental.online_dpo:OnlineDPOConfig"
+    stops_on_reward: ClassVar[bool] = True
+    train_log_keys: ClassVar[tuple[str, ...]] = ("loss", "objective/kl", "objective/rlhf_reward", "rewards/accuracies", "rewards/margins")
+    stay_close: ClassVar[str] = "raise stages.{s}.trl.beta (its KL coefficient)"
+    required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
 
 
 class PairStage(TrainStage):
@@ -308,6 +355,9 @@ Stage = Annotated[
     | GRPOStage
     | RLOOStage
     | PPOStage
+    | ExpertIterationStage
+    | IterativeDPOStage
+    | OnlineDPOStage
     | EvalStage
     | MergeStage,
     Field(discriminator="kind"),
@@ -323,6 +373,9 @@ STAGE_KINDS = {
     "grpo": GRPOStage,
     "rloo": RLOOStage,
     "ppo": PPOStage,
+    "expert_iteration": ExpertIterationStage,
+    "iterative_dpo": IterativeDPOStage,
+    "online_dpo": OnlineDPOStage,
     "eval": EvalStage,
     "merge": MergeStage,
 }

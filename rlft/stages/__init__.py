@@ -23,6 +23,9 @@ MODULES = {
     "grpo": "rlft.stages.grpo",
     "rloo": "rlft.stages.rloo",
     "ppo": "rlft.stages.ppo",
+    "expert_iteration": "rlft.stages.self_improve",
+    "iterative_dpo": "rlft.stages.self_improve",
+    "online_dpo": "rlft.stages.online_dpo",
     "eval": "rlft.stages.eval",
     "merge": "rlft.stages.merge",
 }

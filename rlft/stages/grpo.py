@@ -33,13 +33,19 @@ from rlft.training.silent_groups import SKIPPED, skipping_silent_groups
 
 
 def run(cfg: GRPOStage, ctx: StageContext) -> StageResult:
-    return run_online(cfg, ctx, "GRPOTrainer")
-
-
-def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageResult:
-    """The on-policy loop shared by GRPO and RLOO: same data, rewards and metrics, another TRL trainer."""
     import trl
 
+    return run_online(cfg, ctx, rlft_trainer(trl.GRPOTrainer))
+
+
+def rlft_trainer(trainer_cls):
+    """TRL's GRPO or RLOO trainer with rlft's two savings: silent micro-batches skipped, each prompt run once per micro-batch."""
+    return sharing_prompt_prefix(skipping_silent_groups(trainer_cls))
+
+
+def run_online(cfg, ctx: StageContext, trainer_cls) -> StageResult:
+    """The on-policy loop shared by GRPO, RLOO and online DPO: same data, rewards and metrics, another TRL trainer
+    (any whose constructor takes ``reward_funcs`` as GRPOTrainer's does)."""
     train, test = load_split(cfg, ctx, required=cfg.required_columns)
     label = ctx.notes.data["train"]
     rewards = ctx.resolve_rewards(cfg.rewards, columns=train.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
@@ -51,7 +57,7 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
         seed=ctx.seed_for(cfg),
     )
     held, baseline = begin_scorecard(cfg, ctx, test, model, tok, rewards)
-    trainer = sharing_prompt_prefix(skipping_silent_groups(getattr(trl, trainer_name)))(
+    trainer = trainer_cls(
         model=model,
         reward_funcs=[r.reward for r in rewards],
         args=args,
@@ -62,7 +68,8 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     use_rlft_progress(trainer, cfg.name)
     params = count_parameters(trainer.model)
     stopping = watch_rewards(trainer, cfg, ctx, test, tok, rewards)  # None when the stage has no early_stopping
-    guards = guard_trainer(trainer, cfg, ctx, {r.reward.__name__: r.weight for r in rewards}, stopping)  # None without guards:
+    weights = {r.reward.__name__: r.weight for r in rewards}
+    guards = guard_trainer(trainer, cfg, ctx, weights, stopping) if hasattr(cfg, "guards") else None  # None without guards:
     output = train_resumable(trainer, cfg)
 
     keys = [*cfg.train_log_keys, *(f"rewards/{r.reward.__name__}/mean" for r in rewards)]
@@ -71,7 +78,8 @@ def run_online(cfg: GRPOStage, ctx: StageContext, trainer_name: str) -> StageRes
     skipped = [e[SKIPPED] for e in trainer.state.log_history if SKIPPED in e]
     if skipped:  # the share of the stage's forward+backward passes that silent groups spared
         metrics[f"train/{SKIPPED}"] = sum(skipped) / len(skipped)
-    metrics["train/prompt_sharing"] = float(trainer.prompt_sharing_off is None)
+    if hasattr(trainer, "prompt_sharing_off"):
+        metrics["train/prompt_sharing"] = float(trainer.prompt_sharing_off is None)
     metrics.update(stopping.metrics if stopping else {})
     if guards is not None:
         metrics.update(guards.metrics())

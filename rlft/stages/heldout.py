@@ -63,9 +63,12 @@ def begin_scorecard(cfg, ctx: StageContext, held_out, model, tok, rewards: list 
     return held, metrics
 
 
-def end_scorecard(held: HeldOut, cfg, ctx: StageContext, model_path: str, held_out=None) -> dict:
+def end_scorecard(held: HeldOut, cfg, ctx: StageContext, model_path: str, held_out=None, scored_as: str | None = None) -> dict:
     """Score the saved model (``eval/...``) against the model it started from, with the paired differences
-    (``eval/delta/...``, see ``rlft.evaluation.scorecard``); write ``samples.jsonl``."""
+    (``eval/delta/...``, see ``rlft.evaluation.scorecard``); write ``samples.jsonl``.
+
+    ``scored_as``: the card already scored the saved model under that name (a round of a stage that trains in
+    rounds): its completions and scores stand for ``eval/...`` instead of a second generation."""
     from rlft.evaluation.scorecard import preference_wins
     from rlft.models import load_causal_lm, load_tokenizer
 
@@ -73,15 +76,20 @@ def end_scorecard(held: HeldOut, cfg, ctx: StageContext, model_path: str, held_o
     pairs = held_out is not None and PAIRS <= set(held_out.column_names)
     if not is_main_process() or (held.card is None and not pairs):
         return metrics
-    tok = load_tokenizer(model_path)
-    model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code)
+    generate = held.card is not None and scored_as is None
+    if pairs or generate:
+        tok = load_tokenizer(model_path)
+        model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code)
     if pairs:
         held.pair_wins["eval"] = preference_wins(model, tok, held_out)
         metrics["eval/accuracy"] = statistics.fmean(held.pair_wins["eval"])
-    if held.card is not None:
+    if generate:
         print(f"[{cfg.name}] scorecard: {len(held.card.prompts)} held-out prompts, trained model ...", flush=True)
         ref = load_causal_lm(ctx.model_ref(cfg.init_from), trust_remote_code=ctx.recipe.trust_remote_code)
         metrics.update(held.card.score(model, tok, "eval", ref=ref))
+    elif held.card is not None:
+        metrics.update(held.card.adopt(scored_as, "eval"))
+    if held.card is not None:
         held.card.write_samples(ctx.paths.samples, ctx.tracker)
     metrics.update(held.deltas(seed=ctx.seed_for(cfg)))
     return metrics

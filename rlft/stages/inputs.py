@@ -8,13 +8,17 @@ from rlft.errors import RlftError
 from rlft.stages.context import StageContext
 
 
-def load_start_model(ctx: StageContext, stage):
-    """Load the tokenizer and causal LM a stage starts from, with the stage's ``dropout:`` and ``freeze:`` (``rlft.training.selective``)."""
+def load_start_model(ctx: StageContext, stage, ref: str | None = None):
+    """Load the tokenizer and causal LM a stage starts from, with the stage's ``dropout:`` and ``freeze:`` (``rlft.training.selective``).
+
+    ``ref``: load that folder instead, the same way (a stage that trains in rounds starts each round from the last one's model).
+    """
     from rlft.models import load_causal_lm, load_tokenizer
     from rlft.training.selective import load_start
 
-    ref = ctx.model_ref(stage.init_from)
-    ctx.notes.start_model = ref
+    if ref is None:
+        ref = ctx.model_ref(stage.init_from)
+        ctx.notes.start_model = ref
     tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
     model = load_start(ctx, stage, ref, lambda **dropout: load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code, **dropout))
     return model, tok

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from rlft.recipe import RLOOStage
 from rlft.stages.context import StageContext, StageResult
-from rlft.stages.grpo import run_online
+from rlft.stages.grpo import rlft_trainer, run_online
 
 
 def run(cfg: RLOOStage, ctx: StageContext) -> StageResult:
-    return run_online(cfg, ctx, "RLOOTrainer")
+    import trl
+
+    return run_online(cfg, ctx, rlft_trainer(trl.RLOOTrainer))

@@ -17,7 +17,8 @@ import re
 import time
 from pathlib import Path
 
-MARKERS = ("trainer_state.json", "ppo_state.json")  # written last: a checkpoint folder holding one is complete
+# Written last: a checkpoint folder holding one is complete (a Trainer's, rlft's PPO's, a finished round's: rlft.training.rounds).
+MARKERS = ("trainer_state.json", "ppo_state.json", "round_state.json")
 
 
 def last_checkpoint(folder: str | Path) -> Path | None:
