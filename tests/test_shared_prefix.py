@@ -83,7 +83,7 @@ def test_log_probs_entropies_and_gradients_equal_trls_pass(tiny_model, lora):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_generation_from_the_shared_prompt_cache_equals_plain_generation(tiny_model):
+def test_generation_from_the_shared_prompt_cache_equals_plain_generation(tiny_model, monkeypatch):
     from transformers import GenerationConfig
 
     model = _model(tiny_model, lora=True)
@@ -97,6 +97,16 @@ def test_generation_from_the_shared_prompt_cache_equals_plain_generation(tiny_mo
     with generating_with_shared_prompts(model) as patched:
         shared = patched.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     assert torch.equal(shared, plain)
+    # as rlft's sampling calls it (keyword generation settings; a seeded draw): the same tokens too
+    settings = {"max_new_tokens": 6, "do_sample": True, "temperature": 1.0, "top_k": 0, "pad_token_id": 1, "eos_token_id": 3}
+    torch.manual_seed(7)
+    drawn = model.generate(input_ids=ids, attention_mask=mask, **settings)
+    prefilled = []
+    monkeypatch.setattr(shared_prefix, "prefilled_cache", lambda *a: prefilled.append(prefilled_cache(*a)) or prefilled[-1])
+    with generating_with_shared_prompts(model) as patched:
+        torch.manual_seed(7)
+        shared = patched.generate(input_ids=ids, attention_mask=mask, **settings)
+    assert torch.equal(shared, drawn) and len(prefilled) == 1 and prefilled[0] is not None  # it ran from the shared cache
     assert "generate" not in vars(model)  # the patch is gone after the block
     assert prefilled_cache(model, ids[[0, 2, 3]], mask[[0, 2, 3]]) is None  # nothing repeats: nothing to share
 

@@ -5,7 +5,8 @@ Each of ``rounds`` rounds
 
 1. takes ``sampling.prompts`` training prompts (the rows shuffled once with the stage's seed, taken in turn),
 2. samples ``sampling.completions`` completions for each from the current model (temperature, top-p; the
-   model's own generation config set aside, as in rlft's PPO),
+   model's own generation config set aside, as in rlft's PPO; each prompt prefilled once for its k tries,
+   ``rlft.training.shared_prefix``),
 3. scores every completion with the stage's rewards (any reward reference: functions, reward models,
    ensembles), called as TRL calls them; a completion's total is the weighted sum,
 4. learns: ``expert_iteration`` fine-tunes (TRL's SFTTrainer, LoRA or full) on the best of each prompt's
@@ -128,6 +129,7 @@ def _tries(cfg, ctx: StageContext, model, tok, rows, rewards, r: int, seed: int)
     import torch
 
     from rlft.ppo.rollout import neutral_generation_config
+    from rlft.training.shared_prefix import generating_with_shared_prompts
 
     saved = _round_folder(ctx, r) / "samples.jsonl"
     spec = cfg.sampling
@@ -137,7 +139,7 @@ def _tries(cfg, ctx: StageContext, model, tok, rows, rewards, r: int, seed: int)
         return _read_tries(saved, len(prompts), k, [x.reward.__name__ for x in rewards])
     print(f"[{cfg.name}] round {r}: sampling {k} completions for each of {len(prompts)} training prompts ...", flush=True)
     torch.manual_seed(seed * 1000 + r)
-    with neutral_generation_config(model):
+    with neutral_generation_config(model), generating_with_shared_prompts(model):  # each prompt prefilled once for its k tries
         gen = generate(
             model,
             tok,

@@ -171,17 +171,21 @@ def prefilled_cache(model, input_ids, attention_mask):
     return cache
 
 
+# generate() arguments that bring their own cache or inputs, or decode in a way a prefilled cache does not fit.
+_NOT_SHARED = {"past_key_values", "cache", "inputs_embeds", "assistant_model", "prompt_lookup_num_tokens", "num_beams"}
+
+
 @contextmanager
 def generating_with_shared_prompts(model):
-    """Within the block, ``model.generate(input_ids=..., attention_mask=..., generation_config=...)`` prefills
-    each distinct prompt once (``prefilled_cache``) and copies its cache to the rows that repeat it."""
+    """Within the block, ``model.generate(input_ids=..., attention_mask=..., **generation_kwargs)`` prefills
+    each distinct prompt once (``prefilled_cache``) and copies its cache to the rows that repeat it (as TRL
+    calls it, and as rlft samples several completions per prompt: ``rlft.evaluation.scorecard.generate``)."""
     plain = model.generate
     cache_kw = _cache_kwarg(base_causal_lm(model).get_decoder())
 
     def generate(*args, **kwargs):
         ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-        others = set(kwargs) - {"input_ids", "attention_mask", "generation_config"}
-        if args or others or ids is None or mask is None:
+        if args or _NOT_SHARED & set(kwargs) or ids is None or mask is None:
             return plain(*args, **kwargs)
         cache = prefilled_cache(model, ids, mask)
         return plain(**kwargs) if cache is None else plain(**kwargs, **{cache_kw: cache})
