@@ -4,7 +4,7 @@ Example (a recipe)::
 
     rewards:
       - model: rm            # an earlier `kind: reward_model` stage, a local folder, or a hub id
-        normalize: true      # standardise by the first scored batch (mean 0, std 1)
+        normalize: true      # standardise by the first scored batch (mean 0, std 1); see RewardModelScorer
         batch_size: 8
 
 The model loads lazily on the first call, on CUDA when there is one, so a scorer pickles cheaply
@@ -17,7 +17,12 @@ import statistics
 
 
 class RewardModelScorer:
-    """Score completions with a one-output sequence-classification model (a Bradley-Terry reward model)."""
+    """Score completions with a one-output sequence-classification model (a Bradley-Terry reward model).
+
+    ``normalize``: subtract the mean and divide by the standard deviation of the first scores it sees that have a
+    spread — the first batch, or, when that batch is one completion or all alike (a one-prompt held-out scorecard
+    before training), the scores pooled over calls until they differ; then fixed, so every later batch is on one scale.
+    """
 
     def __init__(self, path: str, batch_size: int = 8, normalize: bool = False, max_length: int = 1024, name: str | None = None):
         self.path = path
@@ -27,7 +32,8 @@ class RewardModelScorer:
         self.__name__ = name or str(path).rstrip("/").rsplit("/", 1)[-1]
         self._model = None
         self._tok = None
-        self._stats: tuple[float, float] | None = None  # (mean, std) of the reference batch
+        self._stats: tuple[float, float] | None = None  # (mean, std) of the reference scores
+        self._pool: list[float] = []  # scores seen before they had a spread (a one-prompt held-out scorecard, say)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -81,8 +87,12 @@ class RewardModelScorer:
                 scores += self._model(**batch).logits[:, 0].float().tolist()
         if self.normalize:
             if self._stats is None:
-                std = statistics.pstdev(scores) if len(scores) > 1 else 0.0
-                self._stats = (statistics.fmean(scores), std if std > 1e-6 else 1.0)
+                self._pool += scores
+                std = statistics.pstdev(self._pool) if len(self._pool) > 1 else 0.0
+                if std > 1e-6:  # fixed from here on: the first scores with a spread (pooled over calls until then)
+                    self._stats = (statistics.fmean(self._pool), std)
+                else:  # one score, or all alike so far: centred on them, not scaled
+                    return [s - statistics.fmean(self._pool) for s in scores]
             mean, std = self._stats
             scores = [(s - mean) / std for s in scores]
         return scores

@@ -68,6 +68,13 @@ def test_reward_model_stage_learns_a_separable_set(tiny_model, tmp_path):
     first = normalised(prompts, completions)
     assert sum(first) == pytest.approx(0.0, abs=1e-4)
     assert normalised(prompts[:1], completions[:1]) == pytest.approx(first[:1], abs=1e-4)  # stats frozen after batch one
+    # A first call of one completion (a one-prompt held-out scorecard) has no spread: it is centred, and the statistics
+    # come from the scores pooled until they differ — not std 1 from then on.
+    pooled = RewardModelScorer(result.model_path, normalize=True)
+    assert pooled(prompts[:1], completions[:1]) == [0.0]
+    rest = pooled(prompts[1:], completions[1:])
+    mean, std = statistics.fmean(scores), statistics.pstdev(scores)  # the four raw scores, by hand
+    assert rest == pytest.approx([(v - mean) / std for v in scores[1:]], abs=1e-4) and abs(std - 1.0) > 0.1  # scaled, not only shifted
 
 
 def _const(value):
