@@ -334,7 +334,7 @@ def _(scene):
     "recipe-stage-takes-no-rewards",
     "a stage kind that takes no rewards is given some",
     "`rewards: [{name: math_accuracy}]` in an sft stage",
-    "stages.sft.rewards: unknown key. sft stages take no `rewards:` (grpo, rloo, ppo, eval, merge stages do)",
+    "stages.sft.rewards: unknown key. sft stages take no `rewards:` (grpo, rloo, ppo, expert_iteration, iterative_dpo, online_dpo, eval, merge stages do)",
     "did you mean scorecard.rewards?",
 )
 def _(scene):
