@@ -9,14 +9,20 @@
     runs/<run id>/<stage>/               a finished stage:
         manifest.json                    its result, config, versions, data and the notes it recorded
         .fingerprint.json                what it was made from (rlft.pipeline.fingerprint)
-        model/                           the trained model (from_pretrained folder)
+        model/                           the trained model (from_pretrained folder), README.md its model card
+        adapter/                         a LoRA stage's adapter (PEFT folder), README.md its model card
         samples.jsonl                    its held-out completions (eval stages: train_samples.jsonl, probe_samples.jsonl too)
+        history.jsonl                    what it logged, step by step (rlft.tracking.History), also with tracking disabled
+        tensorboard/                     TensorBoard event files (tracking.backends: [tensorboard])
         value_model/                     PPO: the trained critic
+        rounds/round-<N>/                expert_iteration, iterative_dpo: a round's samples.jsonl (every try),
+                                         kept.jsonl or pairs.jsonl (what it trained on), round.json (its figures)
     runs/<run id>/.<stage>.partial/      a stage while it runs (renamed to <stage>/ when it succeeds):
         trainer/                         the trainer's scratch folder and in-stage checkpoints (removed at the end)
         .wandb_id                        its W&B run id, so that a resumed attempt continues that run
         .ranks/                          what each process of a multi-process launch trained on
     runs/<run id>/.<stage>.error.json    why the last attempt of a stage failed
+    runs/trackio/                        the local trackio store of every run in the folder (tracking.backends: [trackio])
 
 ``RunLayout(run_dir)`` gives the run-level paths; ``StageLayout`` (``layout.stage(name)`` for a finished
 stage, ``layout.partial(name)`` for one that runs) the paths inside a stage folder.
@@ -37,6 +43,8 @@ class StageLayout:
     MANIFEST = "manifest.json"
     FINGERPRINT = ".fingerprint.json"
     MODEL = "model"
+    ADAPTER = "adapter"
+    CARD = "README.md"  # a model card, in model/ and adapter/
     TRAINER = "trainer"
     SAMPLES = "samples.jsonl"
     TRAIN_SAMPLES = "train_samples.jsonl"
@@ -44,6 +52,9 @@ class StageLayout:
     VALUE_MODEL = "value_model"
     WANDB_ID = ".wandb_id"
     RANKS = ".ranks"
+    HISTORY = "history.jsonl"
+    TENSORBOARD = "tensorboard"
+    ROUNDS = "rounds"
 
     @property
     def manifest(self) -> Path:
@@ -56,6 +67,19 @@ class StageLayout:
     @property
     def model(self) -> Path:
         return self.root / self.MODEL
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / self.ADAPTER
+
+    @property
+    def saved_model(self) -> Path | None:
+        """What a later stage or tool loads: ``model/`` (full weights), else ``adapter/`` (adapter only), else None."""
+        if (self.model / "config.json").exists():
+            return self.model
+        if (self.adapter / "adapter_config.json").exists():
+            return self.adapter
+        return None
 
     @property
     def trainer(self) -> Path:
@@ -84,6 +108,50 @@ class StageLayout:
     @property
     def ranks(self) -> Path:
         return self.root / self.RANKS
+
+    @property
+    def history(self) -> Path:
+        return self.root / self.HISTORY
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / self.TENSORBOARD
+
+    def round(self, n: int) -> RoundLayout:
+        """The folder of round ``n`` (1-based) of a stage that learns in rounds."""
+        return RoundLayout(self.root / self.ROUNDS / f"round-{n}")
+
+
+@dataclass(frozen=True)
+class RoundLayout:
+    """The files of one round of ``expert_iteration`` / ``iterative_dpo`` (``rlft.stages.self_improve``)."""
+
+    root: Path
+
+    SAMPLES = "samples.jsonl"
+    KEPT = "kept.jsonl"
+    PAIRS = "pairs.jsonl"
+    INFO = "round.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / self.SAMPLES
+
+    @property
+    def kept(self) -> Path:
+        return self.root / self.KEPT
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / self.PAIRS
+
+    @property
+    def info(self) -> Path:
+        return self.root / self.INFO
+
+    @property
+    def model(self) -> Path:
+        return self.root / StageLayout.MODEL
 
 
 @dataclass(frozen=True)

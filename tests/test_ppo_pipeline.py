@@ -27,6 +27,7 @@ import yaml
 from conftest import sum_rows, write_jsonl
 from safetensors.torch import load_file
 
+from rlft.tracking import read_history
 from rlft.training.checkpoints import last_checkpoint
 from rlft.wandb_files import read_wandb_file, read_wandb_files
 
@@ -191,6 +192,11 @@ def test_ppo_stage_runs_through_the_pipeline(reference, tiny_model):
     assert run.state == "finished" and run.job_type == "ppo" and run.group == "ref"
     rows = train_rows(run.history)
     assert [row["_step"] for row in rows] == list(range(1, STEPS + 1))
+    # the stage's history.jsonl holds the same rows (what rlft's PPO logged, by its step)
+    recorded = train_rows(read_history(run_dir / "rl" / "history.jsonl"))
+    assert [{k: v for k, v in r.items() if k != "_timestamp"} for r in recorded] == [
+        {k: v for k, v in r.items() if not k.startswith("_") or k == "_step"} for r in rows
+    ]
     for row in rows:
         for key in ("train/kl", "train/ppo/score", "train/grad_norm/policy", "train/grad_norm/value", "train/ppo/policy_loss"):
             assert math.isfinite(row[key]), (key, row)
@@ -342,6 +348,9 @@ def test_killed_ppo_stage_resumes_and_replays_the_lost_steps(reference, tiny_mod
     assert steps_of(second.history) == list(range(min(max(kept, default=0), resumed_at) + 1, STEPS + 1))
     merged = train_rows(read_wandb_files(files).history)
     assert [row["_step"] for row in merged] == list(range(1, STEPS + 1))  # every step once: none missing, none twice
+    recorded = train_rows(read_history(run_dir / "rl" / "history.jsonl"))  # rlft's own record: each step once too
+    assert [row["_step"] for row in recorded] == list(range(1, STEPS + 1))
+    assert [r["train/reward"] for r in recorded] == pytest.approx([r["train/reward"] for r in merged], abs=1e-5)
 
     # The resumed run is the uninterrupted one: the same numbers at every step, the same final weights.
     ref_rows = train_rows(read_wandb_file(wandb_files(ref_dir, "rl")[0]).history)

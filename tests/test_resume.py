@@ -22,6 +22,7 @@ import yaml
 from conftest import sum_rows, write_jsonl
 from safetensors.torch import load_file
 
+from rlft.tracking import read_history
 from rlft.training.checkpoints import Every, last_checkpoint
 from rlft.wandb_files import read_wandb_files
 
@@ -128,6 +129,11 @@ def test_killed_stage_resumes_to_the_same_weights(reference, tmp_path, victim):
     steps, files = logged_steps(run_dir)
     assert len(files) == 2  # one W&B run id, one file per attempt
     assert steps == list(range(1, STEPS + 1))  # every step once: none missing, none twice
+    history = read_history(run_dir / "sft" / "history.jsonl")  # rlft's own record: each step once too
+    assert [int(r["train/global_step"]) for r in history if "train/loss" in r] == list(range(1, STEPS + 1))
+    assert [int(r["train/global_step"]) for r in history if "eval/loss" in r] == [0, STEPS]  # before and after training, once
+    ref_losses = [r["train/loss"] for r in read_history(ref_dir / "sft" / "history.jsonl") if "train/loss" in r]
+    assert [r["train/loss"] for r in history if "train/loss" in r] == pytest.approx(ref_losses, abs=1e-5)
     resumed_at = int(log.split("resuming from checkpoint-")[1].split()[0])
     assert resumed_at >= 2 * EVERY and resumed_at % EVERY == 0
     ref, got = weights(ref_dir), weights(run_dir)

@@ -109,7 +109,7 @@ def test_rlft_runs_lists_pipeline_runs_with_status_and_headline(tmp_path):
         [sys.executable, "-m", "rlft.cli", "runs", str(tmp_path)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}
     )
     assert out.returncode == 0, out.stderr
-    assert "sft✓ rl✗ eval·" in out.stdout and "1.5 min" in out.stdout and "sft:eval/accuracy 0.900" in out.stdout
+    assert "sft✓ rl✗ eval·" in out.stdout and "1.50 min" in out.stdout and "sft:eval/accuracy 0.900" in out.stdout
 
     (tmp_path / "b" / "summary.json").write_text("{not json")
     bad = subprocess.run([sys.executable, "-m", "rlft.cli", "runs", str(tmp_path)], capture_output=True, text=True)

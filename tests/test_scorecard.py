@@ -144,7 +144,7 @@ def test_summary_prints_one_scorecard_across_stage_kinds():
     out = StringIO()
     Console(file=out, width=200).print(scorecard_table(stages))
     text = out.getvalue()
-    assert "2.000 -> 1.000" in text and "0.250 -> 0.750" in text and "0.100 -> 0.400" in text and "0.500" in text
+    assert "2.00 -> 1.00" in text and "0.250 -> 0.750" in text and "0.100 -> 0.400" in text and "0.500" in text
     assert "math_accuracy" in text and "x (eval)" not in text
     assert scorecard_table([{"name": "a", "kind": "sft", "metrics": {"train/loss": 1.0}}]) is None
 
@@ -166,7 +166,7 @@ def test_gains_table_marks_a_significant_gain_and_says_when_a_difference_is_not_
     out = StringIO()
     Console(file=out, width=250).print(gains_table(stages))
     text = out.getvalue()
-    assert f"+0.750 [{big.ci_low:+.3f}, {big.ci_high:+.3f}]" in text
+    assert f"+0.750 [{big.ci_low:+#.3g}, {big.ci_high:+#.3g}]" in text
     assert big.ci_low > 0 and "significant gain" in text and "200" in text and "<0.001" in text
     assert small.ci_low < 0 < small.ci_high and "not separable at this sample size" in text
     assert f"~{small.n_needed} would separate this effect" in text
@@ -202,7 +202,7 @@ def test_guards_table_shows_probe_gap_early_stopping_and_soup():
     out = StringIO()
     Console(file=out, width=200).print(guards_table(stages))
     text = out.getvalue()
-    assert "0.520 -> 0.410" in text and "0.050 -> 0.250" in text and "-0.100" in text and "early_stopping/best" in text
+    assert "0.520 -> 0.410" in text and "0.0500 -> 0.250" in text and "-0.100" in text and "early_stopping/best" in text
     assert "facts" not in text and "stop_step" not in text and "eval/loss" not in text and "ci_low" not in text
     assert guards_table([{"name": "a", "kind": "sft", "metrics": {"eval/loss": 1.0}}]) is None
 

@@ -43,6 +43,7 @@ def _model(path, lora: bool):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
     if lora:
+        torch.manual_seed(0)  # the adapter's draws: the same numbers whatever ran before in the session
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear"))
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -80,7 +81,7 @@ def test_log_probs_entropies_and_gradients_equal_trls_pass(tiny_model, lora):
     torch.testing.assert_close(ent, want_ent.detach(), rtol=1e-5, atol=1e-5)
     assert any(g.abs().sum() > 0 for g in grads)
     for got, want in zip(grads, want_grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # float32 sums in another order (~1e-6 seen)
 
 
 def test_generation_from_the_shared_prompt_cache_equals_plain_generation(tiny_model, monkeypatch):

@@ -239,7 +239,7 @@ def test_rendering(three):
     assert rows[0] == list(HEAD)
     assert [r[:2] for r in rows[1:]] == [["A", "B"], ["A", "A2"], ["B", "A"], ["B", "A2"], ["A2", "A"], ["A2", "B"]]
     ab = pair(three, "A", "B")
-    assert rows[1] == ["A", "B", "5", "4", "2", "1", "1", "1", "0.625", f"{ab.ci_low:.4g}", f"{ab.ci_high:.4g}", "0.5", "0.25"]
+    assert rows[1] == ["A", "B", "5", "4", "2", "1", "1", "1", "0.625", str(ab.ci_low), str(ab.ci_high), "0.5", "0.25"]
 
     markdown = render_winrates(three, "markdown").splitlines()
     assert len(markdown) == 8 and markdown[2].startswith("| A | B | 5 | 4 | 2 | 1 | 1 | 1 | 0.625 |")
@@ -249,7 +249,7 @@ def test_rendering(three):
     console = Console(file=io.StringIO(), width=200)
     assert render_winrates(three, "rich", console=console) is None
     shown = console.file.getvalue()
-    assert "0.625" in shown and "on 5 prompts, judge" in shown and "mean score: A 0.5 · B 0.25 · A2 0.5" in shown
+    assert "0.625" in shown and "on 5 prompts, judge" in shown and "mean score: A 0.500 · B 0.250 · A2 0.500" in shown
 
     with pytest.raises(RlftError, match="unknown format 'html'"):
         render_winrates(three, "html")

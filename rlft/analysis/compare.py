@@ -5,8 +5,10 @@ is also the W&B group of its stages), by path, or as ``RUN/STAGE`` for one stage
 
 Two sources, chosen explicitly and never by probing the network (``source_for``):
 
-- ``local`` (default): figures come from each stage's W&B run as the local ``run-<id>.wandb`` file
-  holds it (offline or online runs made on this machine), else from the run's ``summary.json``.
+- ``local`` (default): figures come from each stage's ``history.jsonl`` (what it logged step by step,
+  written whatever the trackers, ``rlft.tracking.History``) with its metrics from ``summary.json``; for
+  runs made before rlft wrote that file, from the stage's W&B run as the local ``run-<id>.wandb`` file
+  holds it (offline or online runs made on this machine), else from ``summary.json`` alone.
 - ``wandb`` (``--source wandb``, or ``WANDB_MODE=online``): the W&B public API. A run id is a W&B group
   of the project; each of its finished W&B runs is a stage (``name`` ``<run id>.<stage>``,
   ``job_type`` the stage kind); the history is read unsampled with ``scan_history``.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlft.analysis.tables import Column, Table, sig4_whole, write_table
+from rlft.analysis.tables import Column, Table, fitted, sig3, sig3_whole, write_table
 from rlft.errors import RlftError
 from rlft.evaluation.statistics import PairedDelta, paired_bootstrap, verdict
 from rlft.layout import RunLayout
@@ -67,9 +69,21 @@ def source_for(flag: str | None) -> str:
 
 
 def _stage_metrics(run_dir: Path, stage: dict) -> tuple[dict, str, Callable[[], list[dict]] | None]:
-    """What the stage logged: its W&B summary (and history) when its .wandb file is here, else summary.json's copy."""
+    """What the stage logged: its history.jsonl, else its W&B summary (and history) when its .wandb file is here,
+    else summary.json's copy.
+
+    From history.jsonl, the figures are what W&B's summary would hold: the last value logged of each key, then the
+    stage's metrics and wall time (``summary.json``) over them.
+    """
+    from rlft.tracking import HISTORY_META, read_history
     from rlft.wandb_files import read_wandb_files
 
+    path = RunLayout(run_dir).stage(stage["name"]).history
+    if path.exists():
+        history = read_history(path)
+        last = {k: v for row in history for k, v in row.items() if k not in HISTORY_META}
+        figures = {**last, **(stage.get("metrics") or {}), **({"wall_s": stage["wall_s"]} if "wall_s" in stage else {})}
+        return figures, str(path), lambda: history
     wandb_id = stage.get("wandb_run_id")
     if wandb_id:
         files = sorted(run_dir.glob(f"wandb/*-{wandb_id}/run-{wandb_id}.wandb"))
@@ -256,26 +270,165 @@ def _paired_table(paired: list[Paired]) -> Table:
             [p.stage, p.metric, p.a, p.b, p.delta.n, p.delta.delta, p.delta.ci_low, p.delta.ci_high, p.delta.p_value, p.verdict]
             for p in paired
         ],
-        title="paired on the same held-out prompts: run b minus run a, 95% bootstrap interval",
+        title=PAIRED_TITLE,
+    )
+
+
+PAIRED_TITLE = "paired on the same held-out prompts: run b minus run a, 95% bootstrap interval"
+SCORECARD_TITLE = "held-out scorecard by run and stage (best per column among the runs' same stage in bold green)"
+
+
+def short_names(runs: list[str]) -> dict[str, str]:
+    """Each run id cut to the parts that differ between the runs: ``lr-low``, ``lr-high`` -> ``low``, ``high``.
+
+    Ids are split at ``-``, ``_`` and ``.``; the leading and trailing parts all share are dropped. An id keeps its
+    full form when the cut would leave it empty or the same as another's.
+    """
+    import re
+
+    parts = {run: re.split(r"(?<=[-_.])", run) for run in runs}  # keep each separator on the part before it
+    if len(parts) < 2:
+        return {run: run for run in runs}
+    lists = list(parts.values())
+    head = 0
+    while all(len(p) > head + 1 for p in lists) and len({p[head] for p in lists}) == 1:
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 for p in lists) and len({p[-1 - tail] for p in lists}) == 1:
+        tail += 1
+    cut = {run: "".join(p[head : len(p) - tail]).rstrip("-_.") for run, p in parts.items()}
+    if any(not c for c in cut.values()) or len(set(cut.values())) < len(cut):
+        return {run: run for run in runs}
+    return cut
+
+
+def _run_caption(rows: list[Row], names: dict[str, str]) -> str | None:
+    """``low = lr-low (sft.learning_rate=0.0001) · high = lr-high (...)``: what each short column name stands for."""
+    from rlft.analysis.plots import varied_labels
+
+    runs = list(dict.fromkeys(r.run for r in rows))
+    configs = {r.run: r.config for r in rows if r.config}
+    varied = varied_labels(configs) if len(configs) == len(runs) else {}
+    parts = []
+    for run in runs:
+        what = varied.get(run, run)
+        full = run if names[run] == run else f"{names[run]} = {run}"
+        parts.append(full + (f" ({what})" if what != run else ""))
+    return "runs: " + " · ".join(parts) if any(names[r] != r or varied.get(r, r) != r for r in runs) else None
+
+
+def rich_layouts(rows: list[Row], cols: dict[str, tuple[str, int]], best: dict[str, dict[str, float]]) -> list[Table]:
+    """The scorecard for the terminal, in order of preference: metrics as rows and runs as columns (few runs),
+    one row per run and stage with metrics as columns, then one row per run, stage and metric (any number)."""
+    names = short_names(list(dict.fromkeys(r.run for r in rows)))
+    caption = _run_caption(rows, names)
+    layouts = []
+    if len({(r.run, r.stage) for r in rows}) == len(rows):
+        runs = list(dict.fromkeys(r.run for r in rows))
+        by = {(r.run, r.stage): r for r in rows}
+        table_rows, strong = [], set()
+        for stage in dict.fromkeys(r.stage for r in rows):
+            kind = next(r.kind for r in rows if r.stage == stage)
+            for name, (key, _) in cols.items():
+                values = [by[run, stage].metrics.get(key) if (run, stage) in by else None for run in runs]
+                if all(v is None for v in values):
+                    continue
+                target = best.get(stage, {}).get(name, object())
+                strong |= {(len(table_rows), names[run]) for run, v in zip(runs, values, strict=True) if v == target}
+                table_rows.append([f"{stage} ({kind})", name, *values])
+        layouts.append(
+            Table(
+                columns=[Column("stage"), Column("metric"), *[Column(names[run], format=sig3_whole, justify="right") for run in runs]],
+                rows=table_rows,
+                title="held-out scorecard: a column per run (best per metric among the runs in bold green)",
+                caption=caption,
+                strong=strong,
+            )
+        )
+    wide = [[names[r.run], r.stage, r.kind, *[r.metrics.get(key) for key, _ in cols.values()]] for r in rows]
+    layouts.append(
+        Table(
+            columns=[Column("run"), Column("stage"), Column("kind"), *[Column(name, format=sig3_whole, justify="right") for name in cols]],
+            rows=wide,
+            title=SCORECARD_TITLE,
+            caption=caption,
+            strong=_strong(rows, cols, best),
+        )
+    )
+    long_rows, long_strong = [], set()
+    for r in rows:
+        for name, (key, _) in cols.items():
+            if r.metrics.get(key) is not None:
+                if r.metrics[key] == best.get(r.stage, {}).get(name, object()):
+                    long_strong.add((len(long_rows), "value"))
+                long_rows.append([names[r.run], f"{r.stage} ({r.kind})", name, r.metrics[key]])
+    layouts.append(
+        Table(
+            columns=[Column("run"), Column("stage"), Column("metric"), Column("value", format=sig3_whole, justify="right")],
+            rows=long_rows,
+            title=SCORECARD_TITLE.replace("per column", "per metric"),
+            caption=caption,
+            strong=long_strong,
+        )
+    )
+    return layouts
+
+
+def _strong(rows: list[Row], cols: dict[str, tuple[str, int]], best: dict[str, dict[str, float]]) -> set[tuple[int, str]]:
+    return {
+        (i, name)
+        for i, r in enumerate(rows)
+        for name, (key, _) in cols.items()
+        if r.metrics.get(key) == best.get(r.stage, {}).get(name, object())
+    }
+
+
+def _paired_rich(paired: list[Paired], names: dict[str, str]) -> Table:
+    """The paired differences for the terminal: the change and its interval in one cell, the verdict as prose."""
+
+    def change(d: PairedDelta) -> str:
+        return f"{sig3(d.delta, sign=True)} [{sig3(d.ci_low, sign=True)}, {sig3(d.ci_high, sign=True)}]"
+
+    return Table(
+        columns=[
+            Column("stage"),
+            Column("metric"),
+            Column("b - a"),
+            Column("n", justify="right"),
+            Column("change [95% CI]", no_wrap=True),
+            Column("p", justify="right"),
+            Column("verdict"),
+        ],
+        rows=[
+            [p.stage, p.metric, f"{names.get(p.b, p.b)} - {names.get(p.a, p.a)}", p.delta.n, change(p.delta), p.delta.p_value, p.verdict]
+            for p in paired
+        ],
+        title=PAIRED_TITLE,
     )
 
 
 def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
     """Print (rich) or return the tables as csv, markdown or json text: the scorecard by run and stage, then the runs'
-    paired differences (rich and markdown: a second table; json: the ``paired`` list; csv: the scorecard only)."""
+    paired differences (rich and markdown: a second table; json: the ``paired`` list; csv: the scorecard only).
+
+    rich lays the scorecard out for the console's width (``rich_layouts``); csv, markdown and json keep one row per run
+    and stage, with the full run ids."""
     cols = columns_for(rows)
     paired = paired_differences(rows) if fmt != "csv" else []
     best = best_per_column(rows, cols)
+    if fmt == "rich":
+        from rich.console import Console
+
+        console = console or Console(highlight=False)
+        console.print(fitted(*rich_layouts(rows, cols, best)))
+        if paired:
+            console.print(fitted(_paired_rich(paired, short_names(list(dict.fromkeys(r.run for r in rows))))))
+        return None
     table = Table(
-        columns=[Column("run"), Column("stage"), Column("kind"), *[Column(name, format=sig4_whole) for name in cols]],
+        columns=[Column("run"), Column("stage"), Column("kind"), *[Column(name, format=sig3_whole) for name in cols]],
         rows=[[r.run, r.stage, r.kind, *[r.metrics.get(key) for key, _ in cols.values()]] for r in rows],
-        title="held-out scorecard by run and stage (best per column among the runs' same stage in bold green)",
-        strong={
-            (i, name)
-            for i, r in enumerate(rows)
-            for name, (key, _) in cols.items()
-            if r.metrics.get(key) == best.get(r.stage, {}).get(name, object())
-        },
+        title=SCORECARD_TITLE,
+        strong=_strong(rows, cols, best),
         json_head={
             "columns": {name: {"metric": key, "better": {1: "higher", -1: "lower", 0: None}[d]} for name, (key, d) in cols.items()},
             "best": best,
@@ -283,9 +436,8 @@ def render(rows: list[Row], fmt: str = "rich", console=None) -> str | None:
         },
     )
     text = write_table(table, fmt, console)
-    if paired and fmt in ("rich", "markdown"):
-        second = write_table(_paired_table(paired), fmt, console)
-        return None if second is None else text + "\n" + second
+    if paired and fmt == "markdown":
+        return text + "\n" + write_table(_paired_table(paired), fmt, console)
     return text
 
 

@@ -1,7 +1,7 @@
 """``rlft compare --plot DIR``: training curves and the reward–KL frontier of the compared runs, as PNG files.
 
 One line per (run, stage) that logged the metric, from the stage's step history (``Row.history()``: the
-local ``run-<id>.wandb`` file or the W&B API). The x axis is ``train/global_step`` (what HF Trainer's W&B
+stage's ``history.jsonl``, else, for older runs, the local ``run-<id>.wandb`` file; or the W&B API). The x axis is ``train/global_step`` (what HF Trainer's W&B
 callback logs), else W&B's own ``_step`` (rlft's PPO logs with ``step=`` its step). The reward-KL frontier
 is drawn twice, since the two KLs differ in scale: along training (``train/kl`` per token, ``train/reward``)
 and after each stage on held-out prompts (``eval/kl_to_ref`` per completion, the first ``eval/reward/<name>``,
@@ -45,7 +45,7 @@ PLOTS = {
         HELD_OUT,
         "held-out reward vs KL after each stage",
         "eval/kl_to_ref (nats per completion, to the model the stage started from)",
-        "first eval/reward/<name>",
+        "held-out reward",  # named after the reward drawn (math_accuracy) when the plot is written
     ),
     "loss_vs_step.png": ("train/loss", "training loss vs step", STEP_X, "train/loss"),
 }
@@ -67,6 +67,7 @@ class Curve:
     y: list[float]
     label: str = ""
     markers_only: bool = False  # held-out points: one per stage, not joined
+    metric: str = ""  # held-out points: the reward they show (its name, e.g. math_accuracy)
 
 
 def write_plots(rows: list[Row], out_dir: Path) -> list[Path]:
@@ -80,12 +81,16 @@ def write_plots(rows: list[Row], out_dir: Path) -> list[Path]:
         metrics = ", ".join(key for key, *_ in PLOTS.values() if key.startswith("train/"))
         raise RlftError(
             f"nothing to plot for {runs}: no stage logged {metrics} per step, nor eval/kl_to_ref with an eval/reward/<name>",
-            fix="plots read each stage's W&B history: run with tracking.mode offline or online (a disabled run keeps only summary.json)",
+            fix="plots read each stage's history.jsonl (or, for runs made before rlft wrote one, its W&B file): "
+            "log those metrics per step (trl.logging_steps), or compare runs made with this version of rlft",
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, curves in plots.items():
-        _draw(curves, PLOTS[name][1:], out_dir / name)
+        title, xlabel, ylabel = PLOTS[name][1:]
+        if PLOTS[name][0] == HELD_OUT:  # the axis names the reward drawn, not where it came from
+            ylabel = " / ".join(dict.fromkeys(c.metric for c in curves)) + " (held-out mean reward)"
+        _draw(curves, (title, xlabel, ylabel), out_dir / name)
     return [out_dir / name for name in plots]
 
 
@@ -111,7 +116,8 @@ def _curve(row: Row, history: list[dict], key: str) -> Curve:
     if key == HELD_OUT:
         reward = next((k for k in row.metrics if k.startswith("eval/reward/")), None)
         if reward and _is_number(row.metrics[reward]) and _is_number(row.metrics.get("eval/kl_to_ref")):
-            return Curve(row.run, row.stage, [row.metrics["eval/kl_to_ref"]], [row.metrics[reward]], markers_only=True)
+            point = ([row.metrics["eval/kl_to_ref"]], [row.metrics[reward]])
+            return Curve(row.run, row.stage, *point, markers_only=True, metric=reward.removeprefix("eval/reward/"))
         return Curve(row.run, row.stage, [], [])
     x_key, y_key = ("train/kl", "train/reward") if key == TRAJECTORY else (None, key)
     points = [

@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import math
 import re
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -378,6 +379,7 @@ def _quiet_optuna():
 def run_sweep(sweep: Sweep, *, trials: int, pruner=None, console=None) -> list[TrialRow]:
     """Run ``trials`` more trials with Optuna (TPE sampler; ``pruner`` e.g. ``MedianPruner()``); return every trial's row."""
     console = console or _console()
+    pace = Pace(trials)
     with _quiet_optuna():
         study = open_study(sweep, pruner=pruner)
         try:
@@ -385,7 +387,7 @@ def run_sweep(sweep: Sweep, *, trials: int, pruner=None, console=None) -> list[T
                 lambda trial: objective(sweep, trial, console),
                 n_trials=trials,
                 catch=(TrialFailed,),
-                callbacks=[lambda study, trial: _finished(sweep, study, trial, console)],
+                callbacks=[lambda study, trial: _finished(sweep, study, trial, console, pace)],
             )
         finally:
             rows = trial_rows(study, sweep)
@@ -400,6 +402,7 @@ def run_sweep_on_wandb(sweep: Sweep, *, trials: int, console=None) -> list[Trial
     from rlft.tracking import create_wandb_sweep, require_online, run_wandb_agent
 
     console = console or _console()
+    pace = Pace(trials)
     tracking = load_recipe(sweep.recipe, sweep.overrides).tracking
     require_online(tracking)
     with _quiet_optuna():
@@ -423,7 +426,7 @@ def run_sweep_on_wandb(sweep: Sweep, *, trials: int, console=None) -> list[Trial
                 raise
             else:
                 frozen = study.tell(trial, value)
-            _finished(sweep, study, frozen, console)
+            _finished(sweep, study, frozen, console, pace)
             return trial.user_attrs["run_id"], value
 
         try:
@@ -516,8 +519,22 @@ def write_trials(rows: list[TrialRow], sweep: Sweep) -> None:
         raise write_error(path, exc) from None
 
 
-def _finished(sweep: Sweep, study, trial, console) -> None:
-    """After each trial: one line saying how it ended, and the table files brought up to date."""
+class Pace:
+    """How far this session's trials are: ``sweep: 3/10 trials · 12:00 elapsed · ETA 28:00`` (mean seconds per trial so far)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+
+    def line(self, now: float | None = None) -> str:
+        from rlft.progress import clock
+
+        elapsed = (time.monotonic() if now is None else now) - self.t0
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        return f"   sweep: {self.done}/{self.total} trials · {clock(elapsed)} elapsed · ETA {clock(eta)}"
+
+
+def _finished(sweep: Sweep, study, trial, console, pace: Pace | None = None) -> None:
+    """After each trial: one line saying how it ended, one saying how far the sweep is, and the table files brought up to date."""
     from rich.markup import escape
 
     say = console.print
@@ -530,32 +547,43 @@ def _finished(sweep: Sweep, study, trial, console) -> None:
         say(f"   trial {trial.number} ({run_id}) pruned{took} after {len(trial.intermediate_values)} stage(s)")
     else:
         say(f"   [red]trial {trial.number} ({run_id}) failed{took}:[/red] {escape(trial.user_attrs.get('error', ''))}")
+    if pace is not None:
+        pace.done += 1
+        say(pace.line())
     write_trials(trial_rows(study, sweep), sweep)
 
 
 def render_trials(rows: list[TrialRow], sweep: Sweep, console) -> None:
     """Print the trials table (best trial in bold green), then the errors of failed trials and where the files are."""
     from rich.markup import escape
-    from rich.table import Table
+
+    from rlft.analysis.tables import Column, Table, fitted
 
     best = next((r for r in rows if r.best), None)
     title = f"sweep {sweep.sweep_id}: {sweep.metric}" + (f" of stage {sweep.stage}" if sweep.stage else "") + f" ({sweep.direction})"
-    table = Table(title=title + (f" — best: trial {best.number}" if best else " — no complete trial"))
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
-    for col in ("#", "run id", "state", sweep.metric, "wall", *(k.removeprefix("stages.") for k in keys)):
-        table.add_column(col)
-    colours = {"complete": "", "pruned": "yellow", "failed": "red"}
-    for r in rows:
-        cells = [
-            f"★ {r.number}" if r.best else str(r.number),
-            r.run_id,
-            f"[{colours.get(r.state) or 'default'}]{r.state}[/]",
-            _fmt(r.value),
-            f"{r.wall_s:.0f} s" if r.wall_s is not None else "",
-            *(_fmt(r.params.get(k)) for k in keys),
-        ]
-        table.add_row(*cells, style="bold green" if r.best else None)
-    console.print(table)
+    heads = ("#", "run id", "state", sweep.metric, "wall", *(k.removeprefix("stages.") for k in keys))
+    table = Table(
+        columns=[Column(h, no_wrap=True if h in ("#", "wall") else None) for h in heads],
+        rows=[
+            [
+                f"★ {r.number}" if r.best else str(r.number),
+                r.run_id,
+                r.state,
+                r.value,
+                f"{r.wall_s:.0f} s" if r.wall_s is not None else None,
+                *(r.params.get(k) for k in keys),
+            ]
+            for r in rows
+        ],
+        title=title + (f" — best: trial {best.number}" if best else " — no complete trial"),
+        styles={
+            i: "bold green" if r.best else {"pruned": "yellow", "failed": "red"}[r.state]
+            for i, r in enumerate(rows)
+            if r.best or r.state in ("pruned", "failed")
+        },
+    )
+    console.print(fitted(table))
     for r in rows:
         if r.error:
             console.print(f"[red]trial {r.number} ({r.run_id}) {r.state}:[/red] {escape(r.error)}")

@@ -42,7 +42,7 @@ from rlft.analysis.tables import Column, Table, cell, write_table
 from rlft.errors import RlftError
 from rlft.evaluation.statistics import bootstrap_mean
 from rlft.layout import RunLayout
-from rlft.models import is_model_dir
+from rlft.models import is_adapter_dir, is_model_dir
 
 MODEL_JUDGE_PREFIX = "model:"
 # csv, markdown and json: one row per ordered pair of models
@@ -158,10 +158,10 @@ def winrates(
     prompts, columns, label = _load_prompts(Path(prompts_file), limit)
     judges = resolve_judges(judge, columns, label)
     result = WinrateResult(judge=list(judge), prompts=prompts, columns=columns)
-    for name, path in models.items():
+    for i, (name, path) in enumerate(models.items(), 1):
         # stderr: stdout may be carrying the csv or json table
-        print(f"[winrate] {name}: {len(prompts)} greedy completions ...", file=sys.stderr, flush=True)
-        gen = _complete(path, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        print(f"[winrate] model {i}/{len(models)}: {name}, {len(prompts)} greedy completions ...", file=sys.stderr, flush=True)
+        gen = _complete(path, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=f"winrate {name}")
         result.completions[name] = gen.texts
         result.scores[name] = _judge(judges, prompts, gen.texts, columns, seed=seed, completion_ids=gen.ids)
     result.pairs = [PairResult.tally(a, b, result.scores[a], result.scores[b]) for a in models for b in models if a != b]
@@ -169,22 +169,21 @@ def winrates(
 
 
 def final_model(run_dir: Path, stage: str | None = None) -> Path:
-    """The saved model a pipeline run ends with: ``<run>/<stage>/model``, by default of its last finished stage that saved one."""
+    """The saved model a pipeline run ends with: ``<run>/<stage>/model`` (or ``adapter`` for a stage saved adapter-only),
+    by default of its last finished stage that saved one."""
     run_dir = Path(run_dir)
     summary = RunLayout(run_dir).summary
     if not summary.exists():
         raise RlftError(f"{run_dir} has no summary.json", fix="name a run folder written by `rlft run`")
     stages = json.loads(summary.read_text()).get("stages", [])
-    with_model = [
-        s["name"] for s in stages if s.get("status") in ("done", "cached") and is_model_dir(RunLayout(run_dir).stage(s["name"]).model)
-    ]
+    with_model = [s["name"] for s in stages if s.get("status") in ("done", "cached") and RunLayout(run_dir).stage(s["name"]).saved_model]
     if stage is None:
         if not with_model:
             raise RlftError(
                 f"run {run_dir.name} has no finished stage with a saved model",
                 fix="finish the run (`rlft run` with the same --run-id resumes it), or compare another run",
             )
-        return RunLayout(run_dir).stage(with_model[-1]).model
+        return RunLayout(run_dir).stage(with_model[-1]).saved_model
     if stage not in [s["name"] for s in stages]:
         raise RlftError(f"run {run_dir.name} has no stage {stage!r}", fix=f"its stages are: {', '.join(s['name'] for s in stages)}")
     if stage not in with_model:
@@ -192,7 +191,7 @@ def final_model(run_dir: Path, stage: str | None = None) -> Path:
             f"stage {stage!r} of run {run_dir.name} has no finished saved model in {run_dir / stage / 'model'}",
             fix=f"stages with a model: {', '.join(with_model) or '(none)'}",
         )
-    return RunLayout(run_dir).stage(stage).model
+    return RunLayout(run_dir).stage(stage).saved_model
 
 
 def resolve_judges(judge: list[str], columns: dict[str, list], data_label: str) -> list:
@@ -226,10 +225,10 @@ def _check_models(models: dict[str, Path]) -> None:
     if len(models) < 2:
         raise RlftError(f"a win rate needs at least 2 models, got {len(models)}", fix="name two or more runs (or RUN/STAGE) to compare")
     for name, path in models.items():
-        if not is_model_dir(Path(path)):
+        if not is_model_dir(Path(path)) and not is_adapter_dir(path):
             raise RlftError(
-                f"model {name}: {path} is not a saved model folder (no config.json)",
-                fix="point at a folder written by save_pretrained, e.g. runs/<run>/<stage>/model",
+                f"model {name}: {path} is not a saved model folder (no config.json) nor a LoRA adapter (no adapter_config.json)",
+                fix="point at a folder written by save_pretrained, e.g. runs/<run>/<stage>/model or runs/<run>/<stage>/adapter",
             )
 
 
@@ -252,14 +251,14 @@ def _load_prompts(path: Path, limit: int | None) -> tuple[list, dict[str, list],
     return prompts, columns, label
 
 
-def _complete(path: Path, prompts: list, *, max_new_tokens: int, batch_size: int):
+def _complete(path: Path, prompts: list, *, max_new_tokens: int, batch_size: int, desc: str = "generate"):
     """Greedy completions (``Generated``: texts and token ids) of the model saved at ``path``; the model is freed before returning."""
     from rlft.evaluation.scorecard import generate
     from rlft.models import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(str(path))
     model = load_causal_lm(str(path))
-    gen = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    gen = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc)
     del model
     gc.collect()
     return gen
@@ -293,7 +292,7 @@ def render_winrates(result: WinrateResult, fmt: str = "rich", console=None) -> s
         shown = " · ".join(f"{label} {cell(mean, blank='-')}" for label, mean in means.items())
         table = Table(
             columns=[
-                *[Column(h, no_wrap=True) for h in ("A", "B")],
+                *[Column(h) for h in ("A", "B")],
                 *[Column(h, justify="right") for h in ("A win rate", "95% CI", "A wins", "B wins", "ties", "not judged")],
             ],
             rows=[[p.a, p.b, p.win_rate, _interval(p), p.wins_a, p.wins_b, p.ties, p.not_judged] for p in result.pairs],

@@ -81,7 +81,7 @@ def plan(
         if s.kind == "merge":
             start = "soup of " + ", ".join(f"{m.label}×{m.weight:g}" for m in s.models)
         rewards = ", ".join(f"{x.label}×{x.weight:g}" for x in getattr(s, "rewards", []) or [])
-        data = f"{s.data.source}[{s.data.split or s.default_split}]" if s.data else ""
+        data = f"{s.data.label}[{s.data.split or s.default_split}]" if s.data else ""
         table.add_row(str(i), s.name, s.kind, start, data, rewards)
     _console().print(table)
     for s in r.stages:
@@ -145,9 +145,8 @@ def runs_command(folder: Annotated[Path, typer.Argument(help="a folder of runs, 
     """List the pipeline runs found locally: recipe, stages and their status, start, duration, headline metric."""
     import datetime as dt
 
-    from rich.table import Table
-
     from rlft.analysis.runs import find_pipeline_runs
+    from rlft.analysis.tables import Column, Table, fitted, sig3
 
     try:
         found = find_pipeline_runs(folder)
@@ -156,17 +155,22 @@ def runs_command(folder: Annotated[Path, typer.Argument(help="a folder of runs, 
     if not found:
         print(f"no runs under {folder} (a run folder holds summary.json)")
         return
-    table = Table(title=f"runs in {folder}")
-    for col in ("run id", "recipe", "status", "stages", "started", "took", "headline"):
-        table.add_column(col)
-    for r in found:
-        marks = {"done": "✓", "cached": "✓", "failed": "✗", "not run": "·"}
-        stages = " ".join(f"{name}{marks.get(status, '?')}" for name, _, status in r.stages)
-        started = dt.datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else ""
-        took = f"{r.duration_s / 60:.1f} min" if r.duration_s else ""
-        head = f"{r.headline[0]} {r.headline[1]:.3f}" if r.headline else ""
-        table.add_row(r.run_id, r.recipe, r.status, stages, started, took, head)
-    _console().print(table)
+    marks = {"done": "✓", "cached": "✓", "failed": "✗", "not run": "·"}
+    rows = [
+        [
+            r.run_id,
+            r.recipe,
+            r.status,
+            " ".join(f"{name}{marks.get(status, '?')}" for name, _, status in r.stages),
+            dt.datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started else None,
+            f"{sig3(float(r.duration_s) / 60)} min" if r.duration_s else None,
+            f"{r.headline[0]} {sig3(float(r.headline[1]))}" if r.headline else None,
+        ]
+        for r in found
+    ]
+    names = ("run id", "recipe", "status", "stages", "started", "took", "headline")
+    table = Table([Column(name, no_wrap=True if name in ("started", "took") else None) for name in names], rows, title=f"runs in {folder}")
+    _console().print(fitted(table))
 
 
 @app.command()
@@ -235,7 +239,10 @@ def compare(
     runs_dir: Annotated[Path, typer.Option(help="where run ids are looked up")] = Path("runs"),
     format: Annotated[str, typer.Option("--format", help="rich (terminal), csv, markdown or json")] = "rich",  # noqa: A002
     source: Annotated[
-        str | None, typer.Option(help="local (W&B files on disk) or wandb (the W&B API); default: wandb only when WANDB_MODE=online")
+        str | None,
+        typer.Option(
+            help="local (history.jsonl, or W&B files, on disk) or wandb (the W&B API); default: wandb only when WANDB_MODE=online"
+        ),
     ] = None,
     project: Annotated[str | None, typer.Option(help="the W&B project (ENTITY/PROJECT) for --source wandb")] = None,
     plot: Annotated[Path | None, typer.Option(help="write PNG plots here: reward, KL and loss vs step, reward vs KL")] = None,
@@ -273,6 +280,30 @@ def compare(
             _report(rows, chosen, project or _project_of(runs, runs_dir), console)
     except Exception as exc:
         _fail(exc)
+
+
+@app.command()
+def dashboard(
+    run: Annotated[str | None, typer.Argument(help="a run id (under --runs-dir) or run folder: open on its project")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="the runs folder whose trackio/ store is shown")] = Path("runs"),
+) -> None:
+    """Serve trackio's local dashboard on runs tracked with tracking.backends: [trackio] (stages grouped by run id)."""
+    import subprocess
+
+    from rlft.analysis.compare import _recipe_of, _resolve
+    from rlft.tracking import TRACKIO_FOLDER, dashboard_command
+
+    try:
+        if run is None:
+            store, project = runs_dir / TRACKIO_FOLDER, None
+        else:
+            run_dir, _ = _resolve(run, runs_dir)
+            store, project = run_dir.parent / TRACKIO_FOLDER, (_recipe_of(run_dir).get("tracking") or {}).get("project", "rlft")
+        cmd, env = dashboard_command(store, project)
+    except Exception as exc:
+        _fail(exc)
+    print(f"trackio dashboard on {store}" + (f", project {project}" if project else "") + " (Ctrl-C to stop)", file=sys.stderr)
+    raise typer.Exit(subprocess.run(cmd, env=env).returncode)
 
 
 def _wandb_api():
@@ -461,6 +492,41 @@ def _samples(data, prompt, completion, column, limit):
     return prompts, completions, columns
 
 
+@app.command()
+def push(
+    stage_dir: Annotated[Path, typer.Argument(help="a finished stage folder, e.g. runs/quickstart-20261125-120000/sft")],
+    hub_model_id: Annotated[str | None, typer.Option(help="the Hub repository OWNER/NAME; default: the stage's push.hub_model_id")] = None,
+    private: Annotated[bool, typer.Option(help="create the repository private")] = False,
+    adapter_only: Annotated[bool, typer.Option(help="upload the stage's adapter/ (LoRA, PEFT format) instead of its model/")] = False,
+) -> None:
+    """Upload a finished stage's model (or adapter) folder with its model card to the Hugging Face Hub."""
+    from rlft.errors import RlftError
+    from rlft.layout import StageLayout
+    from rlft.models import hub_offline
+    from rlft.pipeline import outputs
+
+    try:
+        manifest = StageLayout(stage_dir).manifest
+        if not manifest.exists():
+            raise RlftError(f"{stage_dir} is not a finished stage folder (no manifest.json)", fix="name one: runs/RUN/STAGE")
+        spec = json.loads(manifest.read_text()).get("stage", {}).get("push") or {}
+        hub_model_id = hub_model_id or spec.get("hub_model_id")
+        if not hub_model_id:
+            raise RlftError("which Hub repository?", fix="pass --hub-model-id OWNER/NAME")
+        private = private or bool(spec.get("private"))
+        adapter_only = adapter_only or bool(spec.get("adapter_only"))
+        if hub_offline():
+            raise RlftError(
+                "HF_HUB_OFFLINE is set, so nothing can be uploaded", fix="run it where there is network, without HF_HUB_OFFLINE=1"
+            )
+        if outputs.hub_token() is None:
+            raise RlftError("no Hugging Face token", fix="log in (`hf auth login`) or set HF_TOKEN to a token with write access")
+        url = outputs.upload(stage_dir, hub_model_id, private=private, adapter_only=adapter_only)
+    except Exception as exc:
+        _fail(exc)
+    print(f"uploaded {outputs.push_folder(stage_dir, adapter_only=adapter_only)} to {url}")
+
+
 @app.command("prepare-model")
 def prepare_model(model: Annotated[str, typer.Argument(help="a model reference")] = "bundled:smollm2-135m-instruct") -> None:
     """Convert the bundled model into the cache now (otherwise it happens on first use)."""
@@ -470,6 +536,15 @@ def prepare_model(model: Annotated[str, typer.Argument(help="a model reference")
         print(resolve_model(model))
     except Exception as exc:
         _fail(exc)
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of text")] = False) -> None:
+    """Print the versions (Python, torch and CUDA, transformers, TRL, PEFT, ...) and the machine, for a bug report."""
+    from rlft.cli.environment import environment, render
+
+    found = environment()
+    print(json.dumps(found, indent=2) if as_json else render(found))
 
 
 @app.command()

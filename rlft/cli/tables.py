@@ -1,26 +1,39 @@
-"""The rich tables the rlft command prints: a run's stages, its held-out scorecard, its rounds, its guards."""
+"""The tables the rlft command prints: a run's stages, its held-out scorecard, gains, rounds and guards.
+
+Each is an ``rlft.analysis.tables.Table`` printed through ``fitted``: laid out for the terminal's width (metrics as
+rows and stages as columns when that fits, else one row per stage, else one per stage and metric), figures to 3
+significant digits that never wrap, text that wraps rather than being cut.
+"""
 
 from __future__ import annotations
 
+from rlft.analysis.tables import Column, Fitted, Table, fitted, sig3
+
 
 def print_summary(summary: dict, console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"run {summary['run_id']} — {summary['status']}")
-    for col in ("stage", "kind", "status", "wall", "final loss", "final reward"):
-        table.add_column(col)
-    for s in summary["stages"]:
-        m = s.get("metrics") or {}
-        wall = s.get("wall_s")
-        table.add_row(
-            s["name"],
-            s["kind"],
-            s["status"],
-            f"{wall:.0f} s" if wall else "",
-            _num(m.get("train/loss")),
-            _num(m.get("train/reward")),
-        )
-    console.print(table)
+    stages = Table(
+        columns=[
+            Column("stage"),
+            Column("kind"),
+            Column("status"),
+            Column("wall", no_wrap=True, justify="right"),
+            Column("final loss", justify="right"),
+            Column("final reward", justify="right"),
+        ],
+        rows=[
+            [
+                s["name"],
+                s["kind"],
+                s["status"],
+                f"{s['wall_s']:.0f} s" if s.get("wall_s") else None,
+                (s.get("metrics") or {}).get("train/loss"),
+                (s.get("metrics") or {}).get("train/reward"),
+            ]
+            for s in summary["stages"]
+        ],
+        title=f"run {summary['run_id']} — {summary['status']}",
+    )
+    console.print(fitted(stages))
     tables = (
         scorecard_table(summary["stages"]),
         gains_table(summary["stages"]),
@@ -36,37 +49,50 @@ def print_summary(summary: dict, console) -> None:
     console.print(f"outputs: {summary['run_dir']} (summary.json, one folder per stage)")
 
 
-def scorecard_table(stages: list[dict]):
+def scorecard_table(stages: list[dict]) -> Fitted | None:
     """The common held-out scorecard of every stage: ``baseline -> eval`` per metric (None when no stage has one)."""
-    from rich.table import Table
 
     def names(m: dict) -> set[str]:
         return {k.split("/", 1)[1] for k in m if k.startswith(("eval/", "baseline/"))}
 
     seen = set().union(*(names(s.get("metrics") or {}) for s in stages)) if stages else set()
     columns = [c for c in SCORECARD if c in seen] + sorted(c for c in seen if c.startswith("reward/"))
-    if not columns:
+    shown = [s for s in stages if names(s.get("metrics") or {}) & set(columns)]
+    if not columns or not shown:
         return None
-    table = Table(title="held-out scorecard: model the stage started from -> after the stage (eval: baseline -> model)")
-    table.add_column("stage")
-    for c in columns:
-        table.add_column(c.removeprefix("reward/"))
-    for s in stages:
-        m = s.get("metrics") or {}
-        if not names(m) & set(columns):
-            continue
-        cells = []
-        for c in columns:
-            before, after = m.get(f"baseline/{c}"), m.get(f"eval/{c}")
-            cells.append(f"{_num(before)} -> {_num(after)}" if before is not None and after is not None else _num(after))
-        table.add_row(f"{s['name']} ({s['kind']})", *cells)
-    return table
+    title = "held-out scorecard: model the stage started from -> after the stage (eval: baseline -> model)"
+
+    def change(m: dict, c: str) -> str | None:
+        before, after = m.get(f"baseline/{c}"), m.get(f"eval/{c}")
+        return f"{_num(before)} -> {_num(after)}" if before is not None and after is not None else _num(after) or None
+
+    labels = [f"{s['name']} ({s['kind']})" for s in shown]
+    by_metric = Table(
+        columns=[Column("metric"), *[Column(label, no_wrap=True, justify="right") for label in labels]],
+        rows=[[c.removeprefix("reward/"), *[change(s.get("metrics") or {}, c) for s in shown]] for c in columns],
+        title=title,
+    )
+    by_stage = Table(
+        columns=[Column("stage"), *[Column(c.removeprefix("reward/"), no_wrap=True, justify="right") for c in columns]],
+        rows=[[label, *[change(s.get("metrics") or {}, c) for c in columns]] for label, s in zip(labels, shown, strict=True)],
+        title=title,
+    )
+    long = Table(
+        columns=[Column("stage"), Column("metric"), Column("start", justify="right"), Column("after", justify="right")],
+        rows=[
+            [label, c.removeprefix("reward/"), m.get(f"baseline/{c}"), m.get(f"eval/{c}")]
+            for label, s in zip(labels, shown, strict=True)
+            for m in [s.get("metrics") or {}]
+            for c in columns
+            if m.get(f"eval/{c}") is not None or m.get(f"baseline/{c}") is not None
+        ],
+        title=title,
+    )
+    return fitted(by_metric, by_stage, long)
 
 
-def gains_table(stages: list[dict]):
+def gains_table(stages: list[dict]) -> Fitted | None:
     """Each stage's held-out gain over the model it started from, paired on the same prompts, with its 95% interval."""
-    from rich.table import Table
-
     from rlft.evaluation.statistics import verdict  # here, not at the top: `rlft --help` imports this module
 
     rows = []
@@ -79,32 +105,36 @@ def gains_table(stages: list[dict]):
                 continue
             n = m.get(f"{key}/n")
             rows.append(
-                (
+                [
                     f"{s['name']} ({s['kind']})",
                     name,
-                    f"{n:.0f}" if n is not None else "",
-                    f"{m[key]:+.3f} [{low:+.3f}, {high:+.3f}]",
+                    f"{n:.0f}" if n is not None else None,
+                    f"{_signed(m[key])} [{_signed(low)}, {_signed(high)}]",
                     _p(m.get(f"{key}/p_value")),
                     verdict(low, high, n, m.get(f"{key}/n_needed")),
-                )
+                ]
             )
     if not rows:
         return None
-    table = Table(
-        title="held-out gain over the starting model (eval: over the baseline): paired on the same prompts, 95% bootstrap interval"
+    return fitted(
+        Table(
+            columns=[
+                Column("stage"),
+                Column("metric"),
+                Column("n", no_wrap=True, justify="right"),
+                Column("gain [95% CI]", no_wrap=True),
+                Column("p", no_wrap=True, justify="right"),
+                Column("verdict"),
+            ],
+            rows=rows,
+            title="held-out gain over the starting model (eval: over the baseline): paired on the same prompts, 95% bootstrap interval",
+        )
     )
-    for col in ("stage", "metric", "n", "gain [95% CI]", "p", "verdict"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    return table
 
 
-def rounds_table(stages: list[dict]):
+def rounds_table(stages: list[dict]) -> Fitted | None:
     """The per-round curve of stages that learn in rounds (expert_iteration, iterative_dpo): what each round kept, its
     training tries' reward, and its held-out reward with the paired gain over the stage's start (None when no stage has rounds)."""
-    from rich.table import Table
-
     rows = []
     for s in stages:
         m = s.get("metrics") or {}
@@ -115,60 +145,75 @@ def rounds_table(stages: list[dict]):
             held = []
             for name in rewards:
                 key = f"{p}heldout/delta/reward/{name}"
-                gain = f" ({m[key]:+.3f} [{m[key + '/ci_low']:+.3f}, {m[key + '/ci_high']:+.3f}])" if key + "/ci_low" in m else ""
-                held.append(f"{name} {m[f'{p}heldout/reward/{name}']:.3f}{gain}")
+                gain = (
+                    f" ({_signed(m[key])} [{_signed(m[key + '/ci_low'])}, {_signed(m[key + '/ci_high'])}])" if key + "/ci_low" in m else ""
+                )
+                held.append(f"{name} {_num(m[f'{p}heldout/reward/{name}'])}{gain}")
             learned = m.get(f"{p}kept", m.get(f"{p}pairs"))
             rows.append(
-                (
-                    f"{s['name']} ({s['kind']})",
+                [
+                    s["name"],  # its kind is in the stages table above
                     f"{r}{' (best)' if r == best else ''}",
-                    "" if learned is None else f"{learned:.0f}",
-                    _num(m.get(f"{p}train/mean_reward")),
-                    _num(m.get(f"{p}train/pass_at_k")),
-                    "; ".join(held),
-                    _num(m.get(f"{p}heldout/kl_to_ref")),
-                    f"{m[p + 'wall_s']:.0f} s" if p + "wall_s" in m else "",
-                )
+                    None if learned is None else f"{learned:.0f}",
+                    m.get(f"{p}train/mean_reward"),
+                    m.get(f"{p}train/pass_at_k"),
+                    "; ".join(held) or None,
+                    m.get(f"{p}heldout/kl_to_ref"),
+                    f"{m[p + 'wall_s']:.0f} s" if p + "wall_s" in m else None,
+                ]
             )
     if not rows:
         return None
-    table = Table(title="rounds: tries kept (or pairs), training reward, held-out reward (gain over the stage's start, 95% CI)")
-    for col in ("stage", "round", "kept", "train reward", "pass@k", "held-out", "KL", "wall"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    return table
+    return fitted(
+        Table(
+            columns=[
+                Column("stage"),
+                Column("round"),
+                Column("kept", no_wrap=True, justify="right"),
+                Column("train reward", justify="right"),
+                Column("pass@k", justify="right"),
+                Column("held-out"),
+                Column("KL", justify="right"),
+                Column("wall", no_wrap=True, justify="right"),
+            ],
+            rows=rows,
+            title="rounds: tries kept (or pairs), training reward, held-out reward (gain over the stage's start, 95% CI)",
+        )
+    )
 
 
-def guards_table(stages: list[dict]):
+def guards_table(stages: list[dict]) -> Fitted | None:
     """The checks beyond the scorecard that stages recorded: general-ability probe, train/held-out gap,
     early stopping, soup vs members; ``baseline -> model`` where there is a baseline (None when no stage has any)."""
-    from rich.table import Table
-
     rows = []
     for s in stages:
         m = s.get("metrics") or {}
         # not the probe's per-category keys, nor the intervals (the gains table shows those)
         for key in sorted(k for k in m if k.startswith(GUARDS) and k.count("/") <= 2 and not k.endswith(INTERVAL)):
             before = m.get(f"baseline/{key}")
-            rows.append((f"{s['name']} ({s['kind']})", key, f"{_num(before)} -> {_num(m[key])}" if before is not None else _num(m[key])))
+            rows.append([f"{s['name']} ({s['kind']})", key, f"{_num(before)} -> {_num(m[key])}" if before is not None else _num(m[key])])
     if not rows:
         return None
-    table = Table(title="guards: general ability, train vs held-out gap, early stopping, soup vs members")
-    for col in ("stage", "metric", "baseline -> model"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    return table
+    return fitted(
+        Table(
+            columns=[Column("stage"), Column("metric"), Column("baseline -> model", no_wrap=True, justify="right")],
+            rows=rows,
+            title="guards: general ability, train vs held-out gap, early stopping, soup vs members",
+        )
+    )
 
 
-def _p(v) -> str:
-    """A p-value as people read it: ``p<0.001`` rather than ``0.000``."""
-    return "" if v is None else "<0.001" if v < 0.001 else f"{v:.3f}"
+def _p(v) -> str | None:
+    """A p-value as people read it: ``<0.001`` rather than ``0.000``."""
+    return None if v is None else "<0.001" if v < 0.001 else sig3(float(v))
 
 
 def _num(v) -> str:
-    return "" if v is None else f"{v:.3f}"
+    return "" if v is None else sig3(float(v))
+
+
+def _signed(v) -> str:
+    return sig3(float(v), sign=True)
 
 
 INTERVAL = ("/ci_low", "/ci_high", "/p_value", "/n", "/n_needed")  # the keys beside a paired difference

@@ -28,7 +28,9 @@ FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "
 
 
 def reads_locally(spec: DataSpec, base_dir: Path) -> bool:
-    """The source is bundled or a local file (readable offline, cheap to check before training); not a hub data set."""
+    """The source (every member of a mixture) is bundled or a local file (readable offline, cheap to check before training)."""
+    if getattr(spec, "mix", None):
+        return all(reads_locally(member, base_dir) for member in spec.mix)
     src = spec.source
     if src.startswith("bundled:") or src.startswith((".", "/", "~")):
         return True
@@ -54,6 +56,11 @@ def _load_raw(spec: DataSpec, split: str, base_dir: Path):
         path = base_dir / path
     suffix = path.suffix.lower()
     if suffix in FILE_BUILDERS or src.startswith((".", "/", "~")):
+        hub_only = [k for k in ("revision", "data_files") if getattr(spec, k, None) is not None]
+        if hub_only:
+            raise RlftError(
+                f"data file {src}: {hub_only[0]} applies to hub data sets only", fix=f"remove {hub_only[0]}: from this data spec"
+            )
         if not path.exists():
             raise RlftError(
                 f"data file {src} does not exist",
@@ -85,9 +92,10 @@ def _load_raw(spec: DataSpec, split: str, base_dir: Path):
                 fix="check that the file is valid " + FILE_BUILDERS[suffix],
             ) from exc
         return ds, str(path)
+    revision, data_files = getattr(spec, "revision", None), getattr(spec, "data_files", None)
     try:
-        label = f"{src}:{spec.subset}[{split}]" if spec.subset else f"{src}[{split}]"
-        return datasets.load_dataset(src, spec.subset, split=split), label
+        label = (f"{src}:{spec.subset}" if spec.subset else src) + (f"@{revision}" if revision else "") + f"[{split}]"
+        return datasets.load_dataset(src, spec.subset, split=split, revision=revision, data_files=data_files), label
     except Exception as exc:
         raise RlftError(
             f"could not load data set {src!r} (split {split}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
@@ -153,22 +161,51 @@ def _apply_columns(ds, spec: DataSpec, label: str):
 
 
 def _limited(ds, spec: DataSpec):
-    return ds.select(range(min(spec.limit, len(ds)))) if spec.limit is not None else ds
+    return _limit(ds, spec.limit)
 
 
-def load_rows(spec: DataSpec, *, split: str, required: tuple[str, ...] = (), base_dir: Path | None = None, kind: str | None = None):
-    """Load, rename and check a data set. Returns ``(dataset, fingerprint, description)``.
+def _limit(ds, limit: int | None):
+    return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
+
+
+def load_rows(
+    spec: DataSpec,
+    *,
+    split: str,
+    required: tuple[str, ...] = (),
+    base_dir: Path | None = None,
+    kind: str | None = None,
+    seed: int = 0,
+):
+    """Load, rename and check a data set, or a seeded mixture of several. Returns ``(dataset, fingerprint, description)``.
 
     ``kind="preference"`` also brings preference pairs into one shape (see ``normalise_preference``).
+    ShareGPT ``conversations`` and Alpaca ``instruction``/``input``/``output`` rows are recognised without a
+    column map (see ``recognise_shape``). ``seed`` draws a mixture's samples (the stage's seed).
     """
     if kind not in (None, "preference"):
         raise ValueError(f"unknown data kind {kind!r}; expected None or 'preference'")
     base_dir = base_dir or Path.cwd()
+    if getattr(spec, "mix", None):
+        ds, label = _load_mix(spec, split=split, required=required, base_dir=base_dir, kind=kind, seed=seed)
+        ds = _limited(ds, spec)
+    else:
+        ds, label = _load_one(spec, split=split, required=required, base_dir=base_dir, kind=kind, limit=spec.limit)
+    system = getattr(spec, "system", None)
+    if system is not None:
+        ds = _with_system(ds, system, label)
+    return ds, fingerprint(ds), label
+
+
+def _load_one(spec, *, split: str, required: tuple[str, ...], base_dir: Path, kind: str | None, limit: int | None, name: str = ""):
+    """One source's rows in canonical shape, checked: ``(dataset, label)``. ``name`` prefixes the label (a mixture member)."""
     ds, label = _load_raw(spec, split, base_dir)
+    label = f"{name}{label}"
     ds = _apply_columns(ds, spec, label)
+    ds = recognise_shape(ds, label)
     if kind == "preference" and len(ds) > 0:  # no rows: reported below, as for any data
         # Limit first, so row numbers in errors are the source's and a huge set is not all parsed.
-        ds = normalise_preference(_limited(ds, spec), label)
+        ds = normalise_preference(_limit(ds, limit), label)
     absent = [c for c in required if c not in ds.column_names]
     if absent:
         raise RlftError(
@@ -177,7 +214,7 @@ def load_rows(spec: DataSpec, *, split: str, required: tuple[str, ...] = (), bas
         )
     if len(ds) == 0:
         raise RlftError(f"data {label} has no rows", fix="point the stage at a file with data")
-    ds = _limited(ds, spec)
+    ds = _limit(ds, limit)
     for col, role in (("prompt", "user"), ("completion", "assistant"), ("messages", None)):
         if col in ds.column_names:
             values = ds[col]
@@ -193,10 +230,107 @@ def load_rows(spec: DataSpec, *, split: str, required: tuple[str, ...] = (), bas
                 )
             if role and isinstance(values[0], str):
                 ds = ds.map(lambda r, c=col, ro=role: {c: _as_messages(r[c], ro)})
-    system = getattr(spec, "system", None)
-    if system is not None:
-        ds = _with_system(ds, system, label)
-    return ds, fingerprint(ds), label
+    return ds, label
+
+
+# The columns that decide what a row is (and so how a stage trains on it): every member of a mixture has the same ones.
+SHAPE_COLUMNS = ("prompt", "completion", "messages", "text", "chosen", "rejected", "label")
+
+
+def _load_mix(spec, *, split: str, required: tuple[str, ...], base_dir: Path, kind: str | None, seed: int):
+    """A seeded mixture: each member loaded and checked like a single source, sampled (``fraction`` or ``rows``), then shuffled together.
+
+    Members must have the same shape columns (``SHAPE_COLUMNS``); other columns are kept where every member has them.
+    Returns ``(dataset, label)``; the label names every member with the rows taken of the rows it has.
+    """
+    import random
+
+    import datasets
+
+    parts, described = [], []
+    for i, member in enumerate(spec.mix):
+        name = f"mix[{i}] "
+        ds, label = _load_one(member, split=member.split or split, required=required, base_dir=base_dir, kind=kind, limit=None, name=name)
+        n = len(ds)
+        take = member.rows if member.rows is not None else round(n * member.fraction) if member.fraction is not None else n
+        if take > n:
+            raise RlftError(
+                f"data {label} has {n} rows, and the mixture asks for {take}",
+                fix=f"lower mix[{i}].rows to at most {n}, or use fraction: (a share of its rows)",
+            )
+        if take == 0:
+            raise RlftError(f"data {label}: fraction {member.fraction} of its {n} rows is no row", fix=f"raise mix[{i}].fraction")
+        if take < n:  # a seeded sample, in the source's order
+            ds = ds.select(sorted(random.Random(f"{seed}:{i}").sample(range(n), take)))
+        parts.append(ds)
+        described.append(f"{label.removeprefix(name)} {take} of {n} rows")
+    first = set(parts[0].column_names) & set(SHAPE_COLUMNS)
+    for i, ds in enumerate(parts[1:], 1):
+        shape = set(ds.column_names) & set(SHAPE_COLUMNS)
+        if shape != first:
+            raise RlftError(
+                f"data mix[{i}] ({spec.mix[i].source}) has rows shaped {sorted(shape)}, mix[0] ({spec.mix[0].source}) {sorted(first)}; "
+                "a stage trains on one shape",
+                fix=f"map mix[{i}]'s columns to mix[0]'s with mix[{i}].columns, or leave that source out",
+            )
+    shared = [c for c in parts[0].column_names if all(c in ds.column_names for ds in parts)]
+    parts = [ds.select_columns(shared) for ds in parts]
+    try:
+        mixed = datasets.concatenate_datasets(parts)
+    except (ValueError, TypeError):  # the same columns with different types (e.g. a number in one, text in another)
+        try:
+            mixed = datasets.Dataset.from_list([row for ds in parts for row in ds])
+        except Exception as exc:
+            raise RlftError(
+                f"the members of data mix(...) do not fit together: {str(exc).splitlines()[0]}",
+                fix="give the same column the same type in every member (e.g. answer as text everywhere)",
+            ) from None
+    mixed = mixed.shuffle(seed=seed).flatten_indices()
+    return mixed, "mix(" + "; ".join(described) + ")"
+
+
+def recognise_shape(ds, label: str):
+    """ShareGPT and Alpaca rows in rlft's canonical shapes (no column map needed).
+
+    - ShareGPT: ``conversations`` (or ``messages``) as ``[{from, value}, ...]`` with ``from`` human/gpt/system
+      (also user/assistant/tool) -> ``messages`` as ``[{role, content}, ...]``, as an OpenAI ``messages`` file gives;
+    - Alpaca: ``instruction``, optional ``input``, ``output`` -> ``prompt`` (instruction, a blank line, input)
+      and ``completion`` (output), as a prompt/completion file gives; Alpaca's own rendering ``text`` is dropped.
+    Anything else comes back as it is.
+    """
+    cols = ds.column_names
+    source = "messages" if "messages" in cols else "conversations" if "conversations" in cols else None
+    if source is not None and len(ds) and _sharegpt(ds[0][source]):
+        return _from_sharegpt(ds, source, label)
+    if {"instruction", "output"} <= set(cols) and not {"prompt", "completion", "messages"} & set(cols):
+        extra = [c for c in ("instruction", "input", "output", "text") if c in cols]
+
+        def alpaca(row):
+            given = (row.get("input") or "").strip()
+            return {"prompt": f"{row['instruction']}\n\n{given}" if given else row["instruction"], "completion": row["output"]}
+
+        return ds.map(alpaca, remove_columns=extra)
+    return ds
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system", "tool": "tool"}
+
+
+def _sharegpt(value) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "from" in value[0] and "value" in value[0]
+
+
+def _from_sharegpt(ds, column: str, label: str):
+    for i, turns in enumerate(ds[column]):
+        for j, turn in enumerate(turns or []):
+            if not isinstance(turn, dict) or turn.get("from") not in SHAREGPT_ROLES:
+                got = turn.get("from") if isinstance(turn, dict) else turn
+                raise RlftError(
+                    f"data {label} row {i}: turn {j} of {column!r} is from {got!r}, which is not a ShareGPT role",
+                    fix=f"use one of {', '.join(SHAREGPT_ROLES)} (human -> user, gpt -> assistant), or drop the row",
+                )
+    convert = lambda row: {"messages": [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in row[column]]}  # noqa: E731
+    return ds.map(convert, remove_columns=[column])
 
 
 def _with_system(ds, system: str, label: str):

@@ -31,6 +31,7 @@ it is never negative and is deterministic for a given model pair.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import statistics
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rlft.evaluation.statistics import paired_bootstrap
+from rlft.progress import Progress
 from rlft.reward_refs import require_columns
 
 
@@ -112,11 +114,13 @@ def generate(
     device=None,
     temperature: float | None = None,
     top_p: float = 1.0,
+    desc: str = "generate",
 ) -> Generated:
     """Greedy completions of ``model``; with ``ref``, also the per-prompt KL(model ‖ ref) along them.
 
     ``device``: where to generate (default: ``accelerator()``; a model in training passes its own, so it is not moved).
     ``temperature``: sample instead (with ``top_p``), drawing from torch's RNG — seed it for repeatable samples.
+    ``desc``: what the progress (``rlft.progress``: batches done/total, tokens/s, ETA, on stderr) calls this generation.
     """
     import torch
 
@@ -128,7 +132,7 @@ def generate(
     device = device or accelerator()
     _ready(model, device)
     _ready(ref, device)
-    with torch.inference_mode():
+    with torch.inference_mode(), Progress(desc, math.ceil(len(texts) / batch_size)) as progress:
         for i in range(0, len(texts), batch_size):
             batch = tok(texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             n_prompt = batch["input_ids"].shape[1]
@@ -143,6 +147,7 @@ def generate(
             if ref is not None:
                 mask = torch.cat([batch["attention_mask"], keep], dim=1)
                 out.kl += _sequence_kl(model, ref, seq, mask, n_prompt, keep).tolist()
+            progress.update(tokens=sum(out.lengths[-len(new) :]))
     return out
 
 
@@ -241,6 +246,7 @@ class Scorecard:
     rewards: list  # ResolvedReward
     max_new_tokens: int = 64
     batch_size: int = 16
+    label: str = "held-out"  # what the progress lines call this card's prompts: held-out, probe, train sample
     samples: dict[str, Generated] = field(default_factory=dict)
     scores: dict[str, dict[str, list]] = field(default_factory=dict)
 
@@ -290,7 +296,16 @@ class Scorecard:
         )
 
     def score(self, model, tok, prefix: str, ref=None, device=None) -> dict[str, float]:
-        gen = generate(model, tok, self.prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, ref=ref, device=device)
+        gen = generate(
+            model,
+            tok,
+            self.prompts,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            ref=ref,
+            device=device,
+            desc=f"{self.label} {prefix}",
+        )
         trl_kwargs = {**self.columns, "completion_ids": gen.ids, **TRL_LOGGERS}  # as TRL calls a reward (no trainer_state here)
         self.scores[prefix] = {r.reward.__name__: r.reward(self.prompts, gen.texts, **trl_kwargs) for r in self.rewards}
         self.samples[prefix] = gen

@@ -17,7 +17,7 @@ def _machine_problems(recipe: Recipe) -> list[tuple[str, str]]:
     """What only this machine decides: can this user write the output folder, is there a W&B key for online tracking."""
     import os
 
-    from rlft.tracking import resolve_mode
+    from rlft.tracking import backend_problems, resolve_mode
 
     problems = []
     target = Path(recipe.output_dir).expanduser().resolve()
@@ -35,7 +35,20 @@ def _machine_problems(recipe: Recipe) -> list[tuple[str, str]]:
         resolve_mode(recipe.tracking.mode, fallback_offline=recipe.tracking.fallback_offline)
     except RlftError as exc:
         problems.append((exc.where or "tracking.mode", f"{exc.what}; {exc.fix}"))
+    problems += backend_problems(recipe.tracking)
     return problems
+
+
+def _model_kwargs_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    """``model_kwargs`` this machine cannot honour (bf16 weights without a GPU, flash_attention_2 without flash_attn, ...), each once."""
+    from rlft.models import model_kwargs_problems
+
+    found: dict[str, str] = {}
+    for stage in recipe.stages:
+        for key, message in model_kwargs_problems(recipe.model_kwargs_for(stage)):
+            own = stage.model_kwargs is not None and getattr(stage.model_kwargs, key) is not None
+            found.setdefault(f"stages.{stage.name}.model_kwargs.{key}" if own else f"model_kwargs.{key}", message)
+    return list(found.items())
 
 
 def data_problems(recipe: Recipe, base_dir: Path, reward_columns: dict[str, list[tuple[str, tuple[str, ...]]]], *, here: bool):
@@ -68,7 +81,7 @@ def _data_problems(recipe: Recipe, base_dir: Path, reward_columns, *, here: bool
         sources = [("data", data, data.split or stage.default_split)]
         if isinstance(stage, TrainStage) and stage.eval_data is not None:
             sources.append(("eval_data", stage.eval_data, stage.eval_data.split or "test"))
-        elif isinstance(stage, TrainStage) and data.source.startswith("bundled:"):
+        elif isinstance(stage, TrainStage) and data.bundled:
             sources.append(("data", data.model_copy(update={"limit": None, "split": "test"}), "test"))
         for i, (key, spec, split) in enumerate(sources):
             if not here and not reads_locally(spec, base_dir):
@@ -118,6 +131,7 @@ def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, h
         problems.append(("model", f"{exc.what}; {exc.fix}"))
     if here:
         problems += _machine_problems(recipe)
+        problems += _model_kwargs_problems(recipe)
     from rlft.redact import check_no_secrets
 
     problems += check_no_secrets(recipe.model_dump(mode="json", exclude_defaults=True))

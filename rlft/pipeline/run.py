@@ -29,6 +29,7 @@ from pathlib import Path
 from rlft.errors import RlftError
 from rlft.layout import RunLayout, StageLayout
 from rlft.pipeline.fingerprint import Fingerprint, explain, fingerprints, store, stored
+from rlft.progress import clock
 from rlft.recipe import Recipe
 from rlft.stages.context import StageResult
 from rlft.training.checkpoints import last_checkpoint
@@ -217,9 +218,47 @@ def run_pipeline(
             write_json(RunLayout(run_dir).summary, summary)
             if _stop_requested(after_stage, entry, summary, recipe.stages[i + 1 :], run_dir, say):
                 return summary
+            if i + 1 < len(recipe.stages):  # how far along, and how long the rest may take
+                say(eta_line(summary, [(s.name, s.kind, steps_of(s)) for s in recipe.stages[i + 1 :]]))
         summary.update(status="done", finished=time.time())
         write_json(RunLayout(run_dir).summary, summary)
         return summary
+
+
+def steps_of(stage) -> int | None:
+    """The optimiser steps a stage will take when its recipe says (``trl.max_steps``); None when it trains by epochs or has no steps."""
+    steps = (getattr(stage, "trl", None) or {}).get("max_steps")
+    return steps if isinstance(steps, int) and steps > 0 else None
+
+
+def eta_line(summary: dict, remaining: list[tuple[str, str, int | None]], now: float | None = None) -> str:
+    """After a stage: elapsed time, stages left, and an ETA for them, or "unknown" when nothing to estimate it from.
+
+    ``remaining``: (name, kind, steps or None) of the stages still to run. The ETA is each remaining stage's steps
+    times the seconds per step of the stages that ran in this pipeline (``process_wall_s`` over ``train/steps``,
+    loading and scoring included): those of its own kind when one ran, else all of them pooled. A remaining stage
+    with no step count (an eval or merge stage, training by epochs) makes it a lower bound ("ETA over").
+    """
+    now = time.time() if now is None else now
+    stages = summary["stages"]
+    head = (
+        f"   {len(stages)}/{len(stages) + len(remaining)} stages done · {clock(now - summary['started'])} elapsed · {len(remaining)} left"
+    )
+    timed = [
+        (s["kind"], s["process_wall_s"], s["metrics"]["train/steps"])
+        for s in stages
+        if s.get("status") == "done" and s.get("process_wall_s") and (s.get("metrics") or {}).get("train/steps")
+    ]
+    if not timed:
+        return head + " · ETA unknown (no stage that ran has a step count yet)"
+    pooled = sum(w for _, w, _ in timed) / sum(n for _, _, n in timed)
+    per_kind = {kind: sum(w for k, w, _ in timed if k == kind) / sum(n for k, _, n in timed if k == kind) for kind, _, _ in timed}
+    known = [(kind, steps) for _, kind, steps in remaining if steps is not None]
+    unknown = [name for name, _, steps in remaining if steps is None]
+    if not known:
+        return head + f" · ETA unknown (no step count for: {', '.join(unknown)})"
+    eta = sum(steps * per_kind.get(kind, pooled) for kind, steps in known)
+    return head + (f" · ETA over {clock(eta)} (no step count for: {', '.join(unknown)})" if unknown else f" · ETA {clock(eta)}")
 
 
 def _stop_requested(after_stage, entry: dict, summary: dict, rest: list, run_dir: Path, say) -> bool:

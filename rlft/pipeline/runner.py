@@ -130,6 +130,7 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
             stage_kind=cfg.kind,
             config=config,
             resume_id=wandb_id.read_text().strip() if wandb_id.exists() else None,
+            stage_dir=partial,  # history.jsonl, tensorboard/
         )
         if ctx.tracker.id:
             wandb_id.write_text(ctx.tracker.id)
@@ -171,6 +172,9 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
         "timings": {"started": t0, "wall_s": result.wall_s},
         **ctx.notes.to_manifest(),
     }
+    if failed is None:
+        ctx.notes.push = _publish(partial, final_dir, manifest, cfg, run_dir)
+        manifest.update(ctx.notes.to_manifest())
     layout.partial(stage_name).manifest.write_text(json.dumps(manifest, indent=2, default=str))
     ctx.tracker.finish(exit_code=1 if failed else 0)
     if final_dir.exists():
@@ -179,6 +183,26 @@ def run_stage(run_dir: Path, stage_name: str) -> StageResult:
     if failed is not None:
         raise failed
     return result
+
+
+def _publish(partial: Path, final_dir: Path, manifest: dict, cfg, run_dir: Path) -> dict | None:
+    """Write the model cards of the stage's model and adapter folders and, with ``push:``, upload (``rlft.pipeline.outputs``).
+
+    Neither fails a stage whose training succeeded: a problem is printed. Returns the manifest's ``push`` note (None: no push:).
+    """
+    from rlft.pipeline.outputs import push_after_stage, write_cards
+
+    try:
+        write_cards(partial, manifest, run_dir)
+    except Exception as exc:
+        print(f"[{cfg.name}] could not write the model card: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    if cfg.push is None:
+        return None
+    try:
+        return push_after_stage(partial, final_dir, cfg.push, say=lambda line: print(f"[{cfg.name}] {line}", flush=True))
+    except RlftError as exc:
+        print(f"[{cfg.name}] push: {exc.render()}", file=sys.stderr, flush=True)
+        return {"hub_model_id": cfg.push.hub_model_id, "status": "failed", "why": exc.what}
 
 
 def peak_memory() -> dict[str, float]:

@@ -83,8 +83,56 @@ def cross_key_problems(recipe: Recipe) -> list[tuple[str, str]]:
             )
         if any(getattr(getattr(stage, key, None), "augment", None) is not None for key in ("data", "eval_data")):
             problems += augment_problems(stage)
+        problems += adapter_only_problems(stage, earlier)
+        problems += four_bit_problems(recipe, stage)
         earlier[stage.name] = stage
     return problems
+
+
+def four_bit_problems(recipe: Recipe, stage) -> list[tuple[str, str]]:
+    """``model_kwargs.load_in_4bit`` (QLoRA): 4-bit weights do not train, so a training stage needs a LoRA adapter; a merge averages full weights."""
+    if not recipe.model_kwargs_for(stage).load_in_4bit:
+        return []
+    own = stage.model_kwargs is not None and stage.model_kwargs.load_in_4bit
+    where = f"stages.{stage.name}.model_kwargs.load_in_4bit" if own else "model_kwargs.load_in_4bit"
+    if isinstance(stage, MergeStage):
+        return [
+            (
+                where,
+                f"stage {stage.name!r} (merge) averages full weights, which 4-bit ones are not; set stages.{stage.name}.model_kwargs.load_in_4bit=false",
+            )
+        ]
+    if isinstance(stage, TrainStage) and (stage.peft is None or stage.peft.lora is None):
+        return [
+            (
+                where,
+                f"stage {stage.name!r} would train 4-bit weights, which cannot be trained directly (QLoRA trains a LoRA adapter on them); "
+                f"add stages.{stage.name}.peft: {{lora: {{r: 16}}}}, or set stages.{stage.name}.model_kwargs.load_in_4bit=false",
+            )
+        ]
+    return []
+
+
+def adapter_only_problems(stage, earlier: dict) -> list[tuple[str, str]]:
+    """A stage that starts from an earlier stage saved as a LoRA adapter only (``save.merged: false``) must load it as a causal LM.
+
+    Causal-LM loads put the adapter on its base and merge it in memory (``rlft.models.load_causal_lm``); a reward model,
+    a classifier and PPO's separate critic load the start folder with another head, which an adapter folder cannot give.
+    """
+    start = earlier.get(stage.init_from) if stage.init_from else None
+    if start is None or getattr(start, "save", None) is None or start.save.merged:
+        return []
+    fix = f"set stages.{start.name}.save.merged=true (it keeps its adapter too)"
+    if stage.kind in ("reward_model", "classifier"):
+        why = f"a {stage.kind} stage loads its start folder whole with a new head"
+    elif stage.kind == "ppo" and stage.trl.get("critic", "separate") == "separate":
+        why, fix = (
+            "PPO's separate critic may start from the policy's folder, loaded whole",
+            fix + f", or stages.{stage.name}.trl.critic=shared",
+        )
+    else:
+        return []
+    return [(f"stages.{stage.name}.init_from", f"{start.name!r} saves only its LoRA adapter (save.merged: false), and {why}; {fix}")]
 
 
 def stage_reward_refs(stage) -> list[tuple[str, RewardRef]]:

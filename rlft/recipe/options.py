@@ -69,12 +69,47 @@ class AugmentSpec(Strict):
         return transforms
 
 
-class DataSpec(Strict):
-    """Where a stage's rows come from. A plain string is shorthand for ``{source: ...}``."""
+DataFiles = str | list[str] | dict[str, str | list[str]]
+
+
+class MixMember(Strict):
+    """One source of a data mixture (``data: {mix: [...]}``): a source as in ``DataSpec``, and how many of its rows to take.
+
+    ``fraction``: that share of this source's rows, ``rows``: exactly that many (both a seeded sample); neither: all of them.
+    A plain string is shorthand for ``{source: ...}``.
+    """
 
     source: str = Field(description="bundled:NAME, a .json/.jsonl/.csv/.parquet file, or a datasets hub id")
+    split: str | None = Field(None, description="split to read; default: the stage's")
+    subset: str | None = Field(None, description="hub data sets: the configuration name")
+    revision: str | None = Field(None, description="hub data sets: a branch, tag or commit")
+    data_files: DataFiles | None = Field(None, description="hub data sets: which of its files to read")
+    columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> column in this source")
+    fraction: float | None = Field(None, gt=0.0, le=1.0, description="take this share of the source's rows (seeded sample)")
+    rows: int | None = Field(None, ge=1, description="take exactly this many of the source's rows (seeded sample)")
+
+    _shorthand = string_shorthand("source")
+
+    @model_validator(mode="after")
+    def _one_amount(self):
+        if self.fraction is not None and self.rows is not None:
+            raise ValueError(f"mixture member {self.source!r} sets both fraction: and rows:; keep one")
+        return self
+
+
+class DataSpec(Strict):
+    """Where a stage's rows come from: one ``source``, or a seeded ``mix`` of several. A plain string is shorthand for ``{source: ...}``."""
+
+    source: str | None = Field(None, description="bundled:NAME, a .json/.jsonl/.csv/.parquet file, or a datasets hub id")
+    mix: list[MixMember] | None = Field(
+        None,
+        min_length=1,
+        description="several sources mixed (seeded by the stage's seed): [{source: A, fraction: 0.7}, {source: B, rows: 500}]",
+    )
     split: str | None = Field(None, description="split to read; default: train for training stages, test for eval")
     subset: str | None = Field(None, description="hub data sets: the configuration name (e.g. main for openai/gsm8k)")
+    revision: str | None = Field(None, description="hub data sets: a branch, tag or commit to read (datasets.load_dataset revision)")
+    data_files: DataFiles | None = Field(None, description="hub data sets: which of its files to read (datasets.load_dataset data_files)")
     columns: dict[str, str] = Field(default_factory=dict, description="canonical column -> column in the source, e.g. {prompt: question}")
     limit: int | None = Field(None, ge=1, description="use only the first N rows")
     too_long: Literal["truncate", "error"] = Field(
@@ -89,6 +124,55 @@ class DataSpec(Strict):
 
     _shorthand = string_shorthand("source")
 
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.source is None) == (self.mix is None):
+            raise ValueError("data needs exactly one of source: (one data set) and mix: (a list of sources)")
+        if self.mix is not None:
+            own = [k for k in ("subset", "revision", "data_files") if getattr(self, k) is not None] + (["columns"] if self.columns else [])
+            if own:
+                raise ValueError(f"with mix:, {own[0]}: belongs to each member (mix[i].{own[0]}), not to data:")
+        return self
+
+    @property
+    def bundled(self) -> bool:
+        """One bundled source (which has its own test split)."""
+        return self.source is not None and self.source.startswith("bundled:")
+
+    @property
+    def label(self) -> str:
+        """The source, or ``mix(A, B)``, for tables and messages."""
+        return self.source if self.source is not None else "mix(" + ", ".join(m.source for m in self.mix) + ")"
+
+
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class ModelKwargs(Strict):
+    """How a stage loads its start model: the ``from_pretrained`` keywords rlft passes on.
+
+    Recipe-wide (``model_kwargs:``) or per stage (``stages.<name>.model_kwargs``, overriding the recipe's key by key).
+    bf16/fp16 weights, ``flash_attention_2`` and ``load_in_4bit`` (QLoRA, with ``peft.lora``) need a CUDA GPU.
+    """
+
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="weights' dtype: float32 (default), bfloat16 or float16 (GPU only); also fp32, bf16, fp16"
+    )
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="attention kernel: sdpa, eager, or flash_attention_2 (CUDA and the flash_attn package); default: transformers'"
+    )
+    revision: str | None = Field(None, description="hub models: a branch, tag or commit of the recipe's model")
+    load_in_4bit: bool | None = Field(None, description="QLoRA: 4-bit NF4 weights via bitsandbytes (CUDA only), trained with peft.lora")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _short_names(cls, value):
+        return DTYPE_NAMES.get(value, value) if isinstance(value, str) else value
+
+    def over(self, base: ModelKwargs) -> ModelKwargs:
+        """These keys over ``base``: each key this record sets replaces ``base``'s (a stage's own over the recipe's)."""
+        return base.model_copy(update={k: v for k, v in self.model_dump().items() if v is not None})
+
 
 class LoraSpec(Strict):
     r: int = Field(16, ge=1)
@@ -99,6 +183,31 @@ class LoraSpec(Strict):
 
 class PeftSpec(Strict):
     lora: LoraSpec | None = None
+
+
+class SaveSpec(Strict):
+    """What a training stage writes of its model (``rlft.stages.saving``): the merged model, the LoRA adapter, or both."""
+
+    merged: bool = Field(True, description="write <stage>/model: full weights (a LoRA adapter merged in)")
+    adapter: bool | None = Field(
+        None,
+        description="write <stage>/adapter: the LoRA adapter alone (PEFT format); default: yes when the stage trains LoRA "
+        "(not for expert_iteration and iterative_dpo, whose rounds each merge their own adapter)",
+    )
+
+
+class PushSpec(Strict):
+    """Upload a finished stage's model (or adapter) folder with its model card to the Hugging Face Hub (``rlft.pipeline.outputs``).
+
+    A plain string is shorthand for ``{hub_model_id: ...}``. Offline or without a token, rlft prints the
+    ``rlft push`` command that uploads it later.
+    """
+
+    hub_model_id: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="the Hub repository, OWNER/NAME")
+    private: bool = Field(False, description="create the repository private (an existing one keeps its visibility)")
+    adapter_only: bool = Field(False, description="upload <stage>/adapter instead of <stage>/model")
+
+    _shorthand = string_shorthand("hub_model_id")
 
 
 class FreezeSpec(Strict):
@@ -198,6 +307,10 @@ class TrackingSpec(Strict):
     )
     tags: list[str] = Field(default_factory=list)
     fallback_offline: bool = Field(False, description="mode: online without a W&B key tracks offline instead of failing")
+    backends: list[Literal["wandb", "tensorboard", "trackio"]] = Field(
+        default_factory=lambda: ["wandb"],
+        description="the trackers each stage logs to (every stage also writes <stage>/history.jsonl); mode is W&B's",
+    )
 
 
 class LaunchSpec(Strict):

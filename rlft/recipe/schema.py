@@ -20,13 +20,16 @@ from rlft.recipe.options import (
     KeepSpec,
     LaunchSpec,
     MergeMember,
+    ModelKwargs,
     OverfitCheckSpec,
     PairsSpec,
     PeftSpec,
     ProbeSpec,
+    PushSpec,
     RewardRef,
     RoundStoppingSpec,
     SamplingSpec,
+    SaveSpec,
     ScorecardSpec,
     Strict,
     TrackingSpec,
@@ -42,6 +45,8 @@ class StageBase(Strict):
     init_from: str | None = Field(None, description="an earlier stage whose model this stage starts from; default: the recipe's model")
     seed: int | None = Field(None, description="default: the recipe's seed")
     launch: LaunchSpec | None = Field(None, description="default: the recipe's launch")
+    model_kwargs: ModelKwargs | None = Field(None, description="how this stage loads its models; each key set overrides the recipe's")
+    push: PushSpec | None = Field(None, description="upload the finished stage's model and its card to the Hugging Face Hub")
 
     produces_model: ClassVar[bool] = True
     makes_policy: ClassVar[bool] = True  # its model generates text (an eval stage tests the last such model)
@@ -54,6 +59,19 @@ class StageBase(Strict):
     stay_close: ClassVar[str] = "train a LoRA adapter (stages.{s}.peft.lora) instead of every weight"
     # What the trainer logs that the stage reports as train/<key> (its last value); rewards add their own means.
     train_log_keys: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _push_a_model(self):
+        if self.push is None:
+            return self
+        if not self.produces_model:
+            raise ValueError(f"push: a {self.kind} stage saves no model to upload; remove push:")
+        if self.push.adapter_only and not getattr(self, "saves_adapter", False):
+            raise ValueError("push.adapter_only: this stage saves no LoRA adapter (it needs peft.lora, and save.adapter not false)")
+        save = getattr(self, "save", None)
+        if not self.push.adapter_only and save is not None and not save.merged:
+            raise ValueError("push: this stage saves only its adapter (save.merged: false); set push.adapter_only: true")
+        return self
 
     def early_stopping_metrics(self) -> list[str]:
         """The metrics this stage can stop on (its default first); empty for kinds without early stopping."""
@@ -82,8 +100,10 @@ class TrainStage(StageBase):
         "default: the model's own",
     )
     trl: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the TRL config class")
+    save: SaveSpec = SaveSpec()
 
     trl_config: ClassVar[str] = ""
+    one_adapter: ClassVar[bool] = True  # its LoRA adapter sits on the stage's start model (rounds stages: on the last round's)
     # rlft's own choices where TRL's defaults do not suit a CPU-first, tracked pipeline.
     trl_defaults: ClassVar[dict[str, Any]] = {
         "logging_steps": 1,
@@ -92,6 +112,60 @@ class TrainStage(StageBase):
         "disable_tqdm": True,  # rlft prints its own progress line
         "dataloader_num_workers": 0,
     }
+
+    @property
+    def trains_lora(self) -> bool:
+        return self.peft is not None and self.peft.lora is not None
+
+    @property
+    def saves_adapter(self) -> bool:
+        """Whether the stage writes ``<stage>/adapter``: ``save.adapter``, by default when it trains one LoRA adapter."""
+        return self.save.adapter if self.save.adapter is not None else self.trains_lora and self.one_adapter
+
+    @field_validator("trl")
+    @classmethod
+    def _no_trl_push(cls, trl):
+        if trl.get("push_to_hub"):
+            raise ValueError(
+                "trl.push_to_hub would upload only the trainer's in-stage checkpoints, not the stage's saved model and card; "
+                "remove it and set push: {hub_model_id: OWNER/NAME} on the stage (or run `rlft push runs/RUN/STAGE` later)"
+            )
+        return trl
+
+    @model_validator(mode="after")
+    def _what_to_save(self):
+        save = self.save
+        if save.adapter and not self.trains_lora:
+            raise ValueError(
+                "save.adapter: this stage trains no LoRA adapter (no peft.lora); add peft: {lora: {r: 16}}, or drop save.adapter"
+            )
+        if save.adapter and not self.one_adapter:
+            raise ValueError(
+                f"save.adapter: each round of a {self.kind} stage merges its own adapter into the next round's start, so there is "
+                "no one adapter over the stage's start model; drop save.adapter"
+            )
+        if save.merged:
+            return self
+        if not self.trains_lora or not self.one_adapter:
+            why = "trains no LoRA adapter (no peft.lora)" if not self.trains_lora else f"is a {self.kind} stage, which keeps no one adapter"
+            raise ValueError(f"save.merged: false keeps only the LoRA adapter, and this stage {why}; drop save.merged: false")
+        if save.adapter is False:
+            raise ValueError("save.merged: false with save.adapter: false saves nothing; keep one of them")
+        if not self.makes_policy:
+            raise ValueError(
+                f"save.merged: false: a {self.kind} stage's model is loaded whole (a model: reward, a score head); keep save.merged: true"
+            )
+        return self
+
+    @field_validator("trl")
+    @classmethod
+    def _no_model_init_kwargs(cls, trl):
+        if "model_init_kwargs" in trl:
+            raise ValueError(
+                "trl.model_init_kwargs would be ignored: rlft loads the model itself and hands TRL the loaded model; "
+                "remove it and set model_kwargs: {dtype: bfloat16, attn_implementation: sdpa, ...} on the stage or the recipe"
+            )
+        return trl
 
     @model_validator(mode="after")
     def _freeze_with_lora(self):
@@ -170,6 +244,7 @@ class RoundsStage(TrainStage):
     early_stopping: RoundStoppingSpec | None = Field(None, description="stop when a round no longer improves the held-out reward")
     stops_on_reward: ClassVar[bool] = True
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)
+    one_adapter: ClassVar[bool] = False
 
 
 class ExpertIterationStage(RoundsStage):
@@ -390,7 +465,35 @@ class Recipe(Strict):
     trust_remote_code: bool = False
     tracking: TrackingSpec = TrackingSpec()
     launch: LaunchSpec = LaunchSpec()
+    model_kwargs: ModelKwargs = Field(ModelKwargs(), description="how stages load their models (dtype, attn_implementation, ...)")
+    system_prompt: str | None = Field(
+        None,
+        description="the default data.system of every stage (and its eval_data) whose data does not set system: itself; "
+        "a stage opts out with data: {..., system: null}. Classifier stages (plain text) are left alone",
+    )
     stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _system_prompt_to_stages(cls, value):
+        # Filled in before validation, so each stage's data.system says what its rows get (and the fingerprint covers it).
+        # Keyed by presence: a stage's explicit `system: null` opts out, and a resolved recipe read back keeps what it had.
+        if not isinstance(value, dict) or value.get("system_prompt") is None or not isinstance(value.get("stages"), list):
+            return value
+        stages = []
+        for stage in value["stages"]:
+            if isinstance(stage, dict) and stage.get("kind") != "classifier":
+                stage = dict(stage)
+                for key in ("data", "eval_data"):
+                    spec = {"source": stage[key]} if isinstance(stage.get(key), str) else stage.get(key)
+                    if isinstance(spec, dict) and "system" not in spec:
+                        stage[key] = {**spec, "system": value["system_prompt"]}
+            stages.append(stage)
+        return {**value, "stages": stages}
+
+    def model_kwargs_for(self, stage) -> ModelKwargs:
+        """How ``stage`` loads its models: its own ``model_kwargs`` keys over the recipe's."""
+        return stage.model_kwargs.over(self.model_kwargs) if stage.model_kwargs is not None else self.model_kwargs
 
     @field_validator("stages")
     @classmethod

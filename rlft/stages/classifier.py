@@ -26,15 +26,15 @@ from rlft.stages.trl_config import trl_config_for
 
 
 def _load_head(ctx: StageContext, cfg: ClassifierStage, labels: LabelSpace):
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    from rlft.models import load_tokenizer, require_safetensors
+    from rlft.models import from_pretrained_kwargs, load_tokenizer, require_safetensors
     from rlft.training.selective import load_start
 
     ref = ctx.model_ref(cfg.init_from)
     ctx.notes.start_model = ref
-    tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
+    kw = ctx.recipe.model_kwargs_for(cfg)
+    tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code, revision=kw.revision)
     require_safetensors(ref)
     model = load_start(  # with the stage's dropout: and freeze: (rlft.training.selective)
         ctx,
@@ -44,7 +44,7 @@ def _load_head(ctx: StageContext, cfg: ClassifierStage, labels: LabelSpace):
             ref,
             **labels.config(),
             ignore_mismatched_sizes=True,  # from an earlier classifier or reward model with another number of outputs: a fresh head
-            dtype=torch.float32,
+            **from_pretrained_kwargs(kw),
             trust_remote_code=ctx.recipe.trust_remote_code,
             use_safetensors=True,
             **dropout,
@@ -104,7 +104,7 @@ def run(cfg: ClassifierStage, ctx: StageContext) -> StageResult:
         "confusion": scores.confusion(),  # [true][predicted], held-out rows, after training
     }
 
-    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer, stage=cfg, notes=ctx.notes)
     if is_main_process():  # the held-out scorecard of a classifier: its predictions on the held-out texts
         scores.write_samples(ctx.paths.samples, list(test["text"]), ctx.tracker)
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

@@ -53,6 +53,8 @@ class StageNotes:
     guards: list[dict[str, Any]] | None = None  # RL stages with guards: every firing (guard, step, value, message)
     critic: dict[str, Any] | None = None  # PPO: shared or separate value head, and where it started
     value_model: str | None = None  # PPO: the saved critic's folder, relative to the stage folder
+    adapter: str | None = None  # LoRA stages: the saved adapter's folder, relative to the stage folder (rlft.stages.saving)
+    push: dict[str, Any] | None = None  # push: the Hub repository, what was uploaded, or why not (rlft.pipeline.outputs)
     labels: dict[str, Any] | None = None  # classifier: the label space
     merge: dict[str, Any] | None = None  # merge: the members and the best one
     models: dict[str, Any] | None = None  # eval: the model under test and its baseline

@@ -45,7 +45,7 @@ def run_preference(cfg, ctx: StageContext, trainer_cls) -> StageResult:
     metrics.update(held_out_metrics(before, after, {"loss": "eval_loss"}, after_only=implicit))
     metrics["eval/n_pairs"] = len(test)
 
-    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer, stage=cfg, notes=ctx.notes)
     metrics.update(baseline)
     metrics.update(end_scorecard(held, cfg, ctx, path, test))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

@@ -31,7 +31,8 @@ def _model_under_test(cfg: EvalStage, ctx: StageContext) -> str | None:
 
 def prompt_card(cfg, ctx: StageContext) -> Scorecard:
     """A scorecard over all prompts of ``cfg.data`` and its ``cfg.rewards`` (eval and merge stages); records the data in the manifest."""
-    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, required=cfg.required_columns, base_dir=ctx.recipe_dir)
+    split = cfg.data.split or cfg.default_split
+    rows, fp, label = load_rows(cfg.data, split=split, required=cfg.required_columns, base_dir=ctx.recipe_dir, seed=ctx.seed_for(cfg))
     ctx.notes.data = {"eval": label, "rows": len(rows), "fingerprint": fp}
     rewards = ctx.resolve_rewards(cfg.rewards, columns=rows.column_names, data_label=label, where=f"stages.{cfg.name}.rewards")
     return Scorecard.from_rows(rows, rewards, all_columns=True, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
@@ -43,17 +44,18 @@ def run(cfg: EvalStage, ctx: StageContext) -> StageResult:
     card = prompt_card(cfg, ctx)
     guards = Guards.build(cfg, ctx, card.rewards)  # overfit_check, probe, forgetting: rows checked before any model loads
     under_test = _model_under_test(cfg, ctx)
-    load = lambda ref: load_causal_lm(ctx.model_ref(ref), trust_remote_code=ctx.recipe.trust_remote_code)  # noqa: E731
+    kw = ctx.recipe.model_kwargs_for(cfg)
+    load = lambda ref: load_causal_lm(ctx.model_ref(ref), trust_remote_code=ctx.recipe.trust_remote_code, model_kwargs=kw)  # noqa: E731
 
     metrics: dict[str, float] = {"eval/n": len(card.prompts)}
     baseline_model = None
     if cfg.baseline is not None:
         print(f"[{cfg.name}] generating {len(card.prompts)} greedy completions with {cfg.baseline} ...", flush=True)
-        baseline_model, baseline_tok = load(cfg.baseline), load_tokenizer(ctx.model_ref(cfg.baseline))
+        baseline_model, baseline_tok = load(cfg.baseline), load_tokenizer(ctx.model_ref(cfg.baseline), revision=kw.revision)
         metrics.update(card.score(baseline_model, baseline_tok, "baseline"))
         metrics.update(guards.score(baseline_model, baseline_tok, "baseline"))
     print(f"[{cfg.name}] generating {len(card.prompts)} greedy completions with {under_test or 'base'} ...", flush=True)
-    model, tok = load(under_test), load_tokenizer(ctx.model_ref(under_test))
+    model, tok = load(under_test), load_tokenizer(ctx.model_ref(under_test), revision=kw.revision)
     metrics.update(card.score(model, tok, "eval", ref=baseline_model))
     metrics.update(guards.score(model, tok, "eval"))
     metrics.update(guards.differences(metrics))

@@ -65,7 +65,7 @@ def run_online(cfg, ctx: StageContext, trainer_cls) -> StageResult:
         processing_class=tok,
         peft_config=lora_config(cfg, model=model),
     )
-    use_rlft_progress(trainer, cfg.name)
+    use_rlft_progress(trainer, cfg.name, ctx.tracker)
     params = count_parameters(trainer.model)
     stopping = watch_rewards(trainer, cfg, ctx, test, tok, rewards)  # None when the stage has no early_stopping
     weights = {r.reward.__name__: r.weight for r in rewards}
@@ -85,7 +85,7 @@ def run_online(cfg, ctx: StageContext, trainer_cls) -> StageResult:
         metrics.update(guards.metrics())
         ctx.notes.guards = guards.events
 
-    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer, stage=cfg, notes=ctx.notes)
     metrics.update(baseline)
     metrics.update(end_scorecard(held, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

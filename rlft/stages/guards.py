@@ -136,6 +136,7 @@ def _train_card(cfg, ctx, rewards: list) -> Scorecard:
             fix="name a stage trained on prompts (prompt/completion, messages, or prompt/chosen/rejected rows)",
         )
     ctx.notes.overfit_check = {"stage": spec.stage, "train_rows": len(train), "sampled": len(card.prompts)}
+    card.label = "train sample"  # what its progress lines say
     return card
 
 
@@ -147,9 +148,11 @@ def _probe_card(cfg, ctx) -> Scorecard:
     spec = cfg.probe_spec
     rows, fp, label = load_rows(DataSpec(source=PROBE_SOURCE, limit=spec.limit), split="test")
     ctx.notes.probe = {"data": label, "rows": len(rows), "fingerprint": fp}
-    return Scorecard.from_rows(
+    card = Scorecard.from_rows(
         rows, [resolve_reward(PROBE_REWARD)], all_columns=True, max_new_tokens=spec.max_new_tokens, batch_size=cfg.batch_size
     )
+    card.label = "probe"  # what its progress lines say
+    return card
 
 
 def check_forgetting(cfg, ctx, result, under_test: str | None) -> None:

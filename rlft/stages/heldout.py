@@ -79,13 +79,14 @@ def end_scorecard(held: HeldOut, cfg, ctx: StageContext, model_path: str, held_o
     generate = held.card is not None and scored_as is None
     if pairs or generate:
         tok = load_tokenizer(model_path)
-        model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code)
+        model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code, model_kwargs=ctx.recipe.model_kwargs_for(cfg))
     if pairs:
         held.pair_wins["eval"] = preference_wins(model, tok, held_out)
         metrics["eval/accuracy"] = statistics.fmean(held.pair_wins["eval"])
     if generate:
         print(f"[{cfg.name}] scorecard: {len(held.card.prompts)} held-out prompts, trained model ...", flush=True)
-        ref = load_causal_lm(ctx.model_ref(cfg.init_from), trust_remote_code=ctx.recipe.trust_remote_code)
+        kw = ctx.recipe.model_kwargs_for(cfg)
+        ref = load_causal_lm(ctx.model_ref(cfg.init_from), trust_remote_code=ctx.recipe.trust_remote_code, model_kwargs=kw)
         metrics.update(held.card.score(model, tok, "eval", ref=ref))
     elif held.card is not None:
         metrics.update(held.card.adopt(scored_as, "eval"))

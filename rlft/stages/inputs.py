@@ -9,7 +9,8 @@ from rlft.stages.context import StageContext
 
 
 def load_start_model(ctx: StageContext, stage, ref: str | None = None):
-    """Load the tokenizer and causal LM a stage starts from, with the stage's ``dropout:`` and ``freeze:`` (``rlft.training.selective``).
+    """Load the tokenizer and causal LM a stage starts from, with the stage's ``dropout:``, ``freeze:`` (``rlft.training.selective``)
+    and ``model_kwargs`` (the recipe's, its own keys over them).
 
     ``ref``: load that folder instead, the same way (a stage that trains in rounds starts each round from the last one's model).
     """
@@ -19,8 +20,11 @@ def load_start_model(ctx: StageContext, stage, ref: str | None = None):
     if ref is None:
         ref = ctx.model_ref(stage.init_from)
         ctx.notes.start_model = ref
-    tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
-    model = load_start(ctx, stage, ref, lambda **dropout: load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code, **dropout))
+    kw = ctx.recipe.model_kwargs_for(stage)  # model_kwargs: dtype, attn_implementation, revision, load_in_4bit
+    tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code, revision=kw.revision)
+    model = load_start(
+        ctx, stage, ref, lambda **dropout: load_causal_lm(ref, trust_remote_code=ctx.recipe.trust_remote_code, model_kwargs=kw, **dropout)
+    )
     return model, tok
 
 
@@ -33,10 +37,12 @@ def load_split(cfg, ctx: StageContext, *, kind: str | None = None, required: tup
     """
     from rlft.data.rows import load_rows
 
-    rows, fp, label = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, kind=kind, required=required, base_dir=ctx.recipe_dir)
-    if cfg.eval_data is not None or cfg.data.source.startswith("bundled:"):
+    seed = ctx.seed_for(cfg)  # also draws a data mixture's samples
+    split = cfg.data.split or cfg.default_split
+    rows, fp, label = load_rows(cfg.data, split=split, kind=kind, required=required, base_dir=ctx.recipe_dir, seed=seed)
+    if cfg.eval_data is not None or cfg.data.bundled:
         spec = cfg.eval_data or cfg.data.model_copy(update={"limit": None, "split": "test"})
-        test, _, test_label = load_rows(spec, split=spec.split or "test", kind=kind, required=required, base_dir=ctx.recipe_dir)
+        test, _, test_label = load_rows(spec, split=spec.split or "test", kind=kind, required=required, base_dir=ctx.recipe_dir, seed=seed)
         train = rows
     else:
         if len(rows) < 2:
@@ -70,7 +76,7 @@ def check_row_lengths(cfg, ctx: StageContext, rows, tok, args) -> int:
     if not max_length:
         return 0
     where = f"stages.{cfg.name}.data"
-    n = check_lengths(rows, tok, max_length, policy=cfg.data.too_long, label=cfg.data.source, where=where)
+    n = check_lengths(rows, tok, max_length, policy=cfg.data.too_long, label=cfg.data.label, where=where)
     ctx.notes.rows_over_max_length = n
     if n:
         print(f"[{cfg.name}] {n} of {len(rows)} training rows are longer than max_length {max_length}: TRL truncates them", flush=True)

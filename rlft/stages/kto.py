@@ -21,7 +21,7 @@ from rlft.stages.trl_config import trl_config_for
 
 def _unpaired(cfg: KTOStage, ctx: StageContext):
     """Training rows, held-out rows for KTO's loss, and held-out rows for the scorecard (pairs when there are pairs)."""
-    rows, _, _ = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, base_dir=ctx.recipe_dir)
+    rows, _, _ = load_rows(cfg.data, split=cfg.data.split or cfg.default_split, base_dir=ctx.recipe_dir, seed=ctx.seed_for(cfg))
     if "label" in rows.column_names and "completion" in rows.column_names:
         train, test = load_split(cfg, ctx)
         return train, test, test
@@ -49,7 +49,7 @@ def run(cfg: KTOStage, ctx: StageContext) -> StageResult:
     metrics.update(held_out_metrics(before, after, {"loss": "eval_loss"}, after_only={"implicit_margin": "eval_rewards/margins"}))
     metrics["eval/n_rows"] = len(test)
 
-    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer, stage=cfg, notes=ctx.notes)
     metrics.update(baseline)
     metrics.update(end_scorecard(held, cfg, ctx, path, held_out))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

@@ -79,12 +79,12 @@ def check_members(members: list[Member], *, where: str, trust_remote_code: bool 
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from rlft.models import load_tokenizer
+    from rlft.models import config_source, load_tokenizer
 
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     first, first_arch, first_vocab = members[0], None, None
     for m in members:
-        config = AutoConfig.from_pretrained(m.weights_from, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(config_source(m.weights_from), trust_remote_code=trust_remote_code)
         arch = (config.model_type, tuple(config.architectures or ()))
         if arch[1] and not causal & set(arch[1]):
             raise RlftError(
@@ -127,11 +127,14 @@ def average(members: list[Member], *, where: str, trust_remote_code: bool = Fals
     """The weighted average of the members' parameters (fp32), in the first member's model object."""
     import torch
 
-    soup = load_member(members[0], trust_remote_code=trust_remote_code)
-    ours = dict(soup.named_parameters())  # tied weights appear once
-    with torch.no_grad():
+    from rlft.progress import Progress
+
+    with Progress("merge", len(members), unit="members") as progress, torch.no_grad():
+        soup = load_member(members[0], trust_remote_code=trust_remote_code)
+        ours = dict(soup.named_parameters())  # tied weights appear once
         for p in ours.values():
             p.mul_(members[0].weight)
+        progress.update()
         for m in members[1:]:
             model = load_member(m, trust_remote_code=trust_remote_code)
             theirs = dict(model.named_parameters())
@@ -139,6 +142,7 @@ def average(members: list[Member], *, where: str, trust_remote_code: bool = Fals
             for name, p in ours.items():
                 p.add_(theirs[name].to(p.dtype), alpha=m.weight)
             del model, theirs
+            progress.update()
     return soup
 
 

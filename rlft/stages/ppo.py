@@ -46,7 +46,10 @@ def _resume_point(cfg: PPOStage, ctx: StageContext, args):
     print(f"[{cfg.name}] resuming from {resume.name} (weights, optimizer, scheduler, RNG and data position restored)", flush=True)
     history = json.loads((resume / "ppo_state.json").read_text())["log_history"]
     rows = [{"_step": e["step"], **{f"train/{k}": v for k, v in e.items() if k != "step"}} for e in history]
-    replay_lost_steps(rows, step_key="_step", log=lambda r: ctx.tracker.log({k: v for k, v in r.items() if k != "_step"}, step=r["_step"]))
+    ctx.tracker.resumed_from(max((e["step"] for e in history), default=0))  # history.jsonl: what came after is redone
+    replay_lost_steps(
+        rows, step_key="_step", log=lambda r: ctx.tracker.replay({k: v for k, v in r.items() if k != "_step"}, step=r["_step"])
+    )
     return resume
 
 
@@ -120,7 +123,7 @@ def run(cfg: PPOStage, ctx: StageContext) -> StageResult:
     metrics.update(final_train_metrics(output.log_history, keys))
     metrics["train/first_reward"] = output.log_history[0]["reward"]
 
-    path = save_model(trainer.model, tok, ctx.out_dir)
+    path = save_model(trainer.model, tok, ctx.out_dir, stage=cfg, notes=ctx.notes)
     trainer.critic.save(ctx.paths.value_model, tok)
     ctx.notes.value_model = StageLayout.VALUE_MODEL  # relative to the stage folder
     metrics.update(baseline)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 from rlft.distributed import SHARD
+from rlft.progress import clock
 
 
-def use_rlft_progress(trainer, stage_name: str) -> None:
-    """Replace the Trainer's own printing with one rlft progress line per logged step; record the rows trained on."""
+def use_rlft_progress(trainer, stage_name: str, tracker=None) -> None:
+    """Replace the Trainer's own printing with one rlft progress line per logged step; record the rows trained on.
+
+    With the stage's ``tracker`` (``ctx.tracker``), each Trainer log also goes to its history.jsonl and other backends
+    (``rlft.tracking.trainer_callback``); a trainer whose logs are not the stage's own steps (a round's) passes none.
+    """
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(progress_callback(stage_name))
+    if tracker is not None:
+        from rlft.tracking import trainer_callback
+
+        trainer.add_callback(trainer_callback(tracker))
     SHARD.watch(trainer)
 
 
@@ -50,14 +58,7 @@ def step_line(stage_name: str, done: int, total: int, elapsed: float, logs: dict
     for key, v in logs.items():
         if key.startswith("rewards/") and key.endswith("/mean"):  # ensemble members by their own name
             shown.append(f"{key.removeprefix('rewards/').removesuffix('/mean').rsplit('/', 1)[-1]} {v:.3g}")
-    return f"[{stage_name}] step {done}/{total} · {_fmt(elapsed)} elapsed · ETA {_fmt(eta)} · " + " · ".join(shown)
-
-
-def _fmt(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "--:--"
-    m, s = divmod(int(seconds), 60)
-    return f"{m:02d}:{s:02d}"
+    return f"[{stage_name}] step {done}/{total} · {clock(elapsed)} elapsed · ETA {clock(eta)} · " + " · ".join(shown)
 
 
 def quiet_libraries() -> None:

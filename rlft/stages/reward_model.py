@@ -18,22 +18,27 @@ from rlft.stages.trl_config import trl_config_for
 
 
 def _load_classifier(ctx: StageContext, cfg: RewardModelStage):
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    from rlft.models import load_tokenizer, require_safetensors
+    from rlft.models import from_pretrained_kwargs, load_tokenizer, require_safetensors
     from rlft.training.selective import load_start
 
     ref = ctx.model_ref(cfg.init_from)
     ctx.notes.start_model = ref
-    tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code)
+    kw = ctx.recipe.model_kwargs_for(cfg)
+    tok = load_tokenizer(ref, trust_remote_code=ctx.recipe.trust_remote_code, revision=kw.revision)
     require_safetensors(ref)
     model = load_start(
         ctx,
         cfg,
         ref,
         lambda **dropout: AutoModelForSequenceClassification.from_pretrained(
-            ref, num_labels=1, dtype=torch.float32, trust_remote_code=ctx.recipe.trust_remote_code, use_safetensors=True, **dropout
+            ref,
+            num_labels=1,
+            trust_remote_code=ctx.recipe.trust_remote_code,
+            use_safetensors=True,
+            **from_pretrained_kwargs(kw),
+            **dropout,
         ),
     )
     model.config.pad_token_id = tok.pad_token_id
@@ -62,5 +67,5 @@ def run(cfg: RewardModelStage, ctx: StageContext) -> StageResult:
     )
     metrics["eval/n_pairs"] = len(test)
 
-    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer, stage=cfg, notes=ctx.notes)
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

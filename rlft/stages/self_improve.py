@@ -45,6 +45,7 @@ from pathlib import Path
 
 from rlft.errors import RlftError
 from rlft.evaluation.scorecard import TRL_LOGGERS, generate, prompts_of
+from rlft.layout import RoundLayout
 from rlft.stages.context import StageContext, StageResult
 from rlft.stages.heldout import begin_scorecard, end_scorecard
 from rlft.stages.inputs import load_split, load_start_model, lora_config
@@ -53,8 +54,6 @@ from rlft.stages.saving import save_model
 from rlft.stages.trl_config import trl_config_for
 from rlft.training.checkpoints import last_checkpoint, train_resumable
 from rlft.training.rounds import RoundState, Tries, best_vs_worst, keep_best, round_figures, round_prompts, weighted_totals
-
-ROUNDS = "rounds"
 
 
 def run(cfg, ctx: StageContext) -> StageResult:
@@ -72,11 +71,14 @@ def run(cfg, ctx: StageContext) -> StageResult:
             where=f"stages.{cfg.name}.early_stopping",
             fix="give held-out rows with prompts (eval_data) and scorecard.prompts > 0, or remove early_stopping",
         )
-    ref = load_causal_lm(start, trust_remote_code=ctx.recipe.trust_remote_code) if held.card is not None else None
+    kw = ctx.recipe.model_kwargs_for(cfg)
+    ref = load_causal_lm(start, trust_remote_code=ctx.recipe.trust_remote_code, model_kwargs=kw) if held.card is not None else None
     state = RoundState.load(last_checkpoint(ctx.paths.trainer))
     current = _round_model(ctx, state.done) if state.done else start
     if state.done:
         print(f"[{cfg.name}] resuming after round {state.done} of {cfg.rounds}: finished rounds are not redone", flush=True)
+        if ctx.tracker is not None:
+            ctx.tracker.resumed_from(state.done)  # history.jsonl: a round logged after the last saved state is redone
     seed = ctx.seed_for(cfg)
     for r in range(state.done + 1, cfg.rounds + 1):
         if state.stopped:
@@ -100,7 +102,7 @@ def run(cfg, ctx: StageContext) -> StageResult:
         value = _stopping_value(cfg, rewards, figures)
         spec = cfg.early_stopping
         state.update(value, min_delta=spec.min_delta if spec else 0.0, patience=spec.patience if spec else None)
-        (folder / "round.json").write_text(json.dumps({"round": r, "model": current, **figures}, indent=1, default=str))
+        folder.info.write_text(json.dumps({"round": r, "model": current, **figures}, indent=1, default=str))
         _log_round(ctx, r, figures)
         state.save(ctx.paths.trainer)
         _drop_unneeded_models(ctx, state)
@@ -118,9 +120,9 @@ def run(cfg, ctx: StageContext) -> StageResult:
 # --- one round -----------------------------------------------------------------------------------------------------
 
 
-def _round_folder(ctx: StageContext, r: int) -> Path:
-    folder = ctx.out_dir / ROUNDS / f"round-{r}"
-    folder.mkdir(parents=True, exist_ok=True)
+def _round_folder(ctx: StageContext, r: int) -> RoundLayout:
+    folder = ctx.paths.round(r)
+    folder.root.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -131,7 +133,7 @@ def _tries(cfg, ctx: StageContext, model, tok, rows, rewards, r: int, seed: int)
     from rlft.ppo.rollout import neutral_generation_config
     from rlft.training.shared_prefix import generating_with_shared_prompts
 
-    saved = _round_folder(ctx, r) / "samples.jsonl"
+    saved = _round_folder(ctx, r).samples
     spec = cfg.sampling
     prompts, columns = prompts_of(rows)
     k = spec.completions
@@ -148,6 +150,7 @@ def _tries(cfg, ctx: StageContext, model, tok, rows, rewards, r: int, seed: int)
             batch_size=spec.batch_size,
             temperature=spec.temperature,
             top_p=spec.top_p,
+            desc=f"{cfg.name} round {r} tries",
         )
     flat_prompts = [p for p in prompts for _ in range(k)]
     flat_columns = {c: [v for v in values for _ in range(k)] for c, values in columns.items()}
@@ -218,7 +221,7 @@ def _learn(cfg, ctx: StageContext, model, tok, rows, tries: Tries, r: int, seed:
         picked = keep_best(tries, min_reward=keep.min_reward, top_fraction=keep.top_fraction, per_prompt=keep.per_prompt)
         train_rows = [{"prompt": prompts[i], "completion": _as_reply(prompts[i], tries.texts[i][j])} for i, j in picked]
         records = [{**row, "row": i, "reward": tries.totals[i][j]} for row, (i, j) in zip(train_rows, picked, strict=True)]
-        _write_jsonl(folder / "kept.jsonl", records)
+        _write_jsonl(folder.kept, records)
         figures = round_figures(tries, bar=keep.min_reward)
         figures.update(
             kept=len(picked),
@@ -237,7 +240,7 @@ def _learn(cfg, ctx: StageContext, model, tok, rows, tries: Tries, r: int, seed:
             {**row, "row": i, "chosen_reward": tries.totals[i][b], "rejected_reward": tries.totals[i][w]}
             for row, (i, b, w) in zip(train_rows, picked, strict=True)
         ]
-        _write_jsonl(folder / "pairs.jsonl", records)
+        _write_jsonl(folder.pairs, records)
         figures = round_figures(tries, bar=spec.min_chosen_reward)
         figures.update(
             pairs=len(picked),
@@ -260,7 +263,7 @@ def _learn(cfg, ctx: StageContext, model, tok, rows, tries: Tries, r: int, seed:
     figures.update({"train/steps": trainer.state.global_step, "train/runtime_s": output.metrics.get("train_runtime", 0.0)})
     if losses:
         figures["train/loss"] = float(losses[-1])
-    path = save_model(trainer.model, tok, folder, trainer)
+    path = save_model(trainer.model, tok, folder.root, trainer)
     shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # the round's own checkpoints: the round is finished
     return path, figures
 
@@ -284,7 +287,7 @@ def _held_out_round(cfg, ctx: StageContext, held, model_path: str, tok, ref, r: 
 
     if held.card is None:
         return {}
-    model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code)
+    model = load_causal_lm(model_path, trust_remote_code=ctx.recipe.trust_remote_code, model_kwargs=ctx.recipe.model_kwargs_for(cfg))
     prefix = f"round{r}"
     scored = held.card.score(model, tok, prefix, ref=ref)
     scored.update(held.card.deltas(after=prefix, seed=ctx.seed_for(cfg)))
@@ -305,7 +308,7 @@ def _stopping_value(cfg, rewards, figures: dict) -> float:
 
 def _round_model(ctx: StageContext, r: int) -> str:
     """The model round ``r`` ended with (recorded in its ``round.json``: its own, or an earlier one when it learned nothing)."""
-    return json.loads((_round_folder(ctx, r) / "round.json").read_text())["model"]
+    return json.loads(_round_folder(ctx, r).info.read_text())["model"]
 
 
 def _drop_unneeded_models(ctx: StageContext, state: RoundState) -> None:
@@ -314,7 +317,7 @@ def _drop_unneeded_models(ctx: StageContext, state: RoundState) -> None:
     if state.best_round:
         keep.add(_round_model(ctx, state.best_round))
     for r in range(1, state.done + 1):
-        folder = _round_folder(ctx, r) / "model"
+        folder = _round_folder(ctx, r).model
         if folder.exists() and str(folder) not in keep:
             shutil.rmtree(folder)
 
@@ -331,7 +334,7 @@ def _final_model(ctx: StageContext, source: str, tok, rounds: int) -> str:
         shutil.copytree(source, target)
         tok.save_pretrained(target)
     for r in range(1, rounds + 1):
-        shutil.rmtree(_round_folder(ctx, r) / "model", ignore_errors=True)
+        shutil.rmtree(_round_folder(ctx, r).model, ignore_errors=True)
     return str(target)
 
 

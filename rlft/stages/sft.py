@@ -50,7 +50,7 @@ def run(cfg: SFTStage, ctx: StageContext) -> StageResult:
     metrics.update(final_train_metrics(trainer.state.log_history, cfg.train_log_keys))
     metrics.update(held_out_metrics(before, after, {"loss": "eval_loss", "accuracy": "eval_mean_token_accuracy"}))
 
-    path = save_model(trainer.model, tok, ctx.out_dir, trainer)
+    path = save_model(trainer.model, tok, ctx.out_dir, trainer, stage=cfg, notes=ctx.notes)
     metrics.update(baseline)
     metrics.update(end_scorecard(held, cfg, ctx, path))
     return StageResult(name=cfg.name, kind=cfg.kind, status="done", model_path=path, metrics=metrics)

@@ -20,7 +20,7 @@ def train_between_evaluations(trainer, cfg, before: bool = True, ctx: StageConte
     from rlft.training.checkpoints import train_resumable
     from rlft.training.early_stopping import watch_loss
 
-    use_rlft_progress(trainer, cfg.name)
+    use_rlft_progress(trainer, cfg.name, ctx.tracker if ctx is not None else None)
     metrics = count_parameters(trainer.model)
     stopping = watch_loss(trainer, cfg, ctx) if ctx is not None else None
     before = trainer.evaluate() if before else {}

@@ -8,6 +8,11 @@ from rlft.errors import RecipeError, RlftError, did_you_mean
 from rlft.recipe import TrainStage
 
 # Keys that older transformers/TRL releases (and many published recipes) use, with where they went.
+REPORT_TO = (
+    "rlft chooses the trainer's trackers, so trl.report_to is not taken",
+    "remove it and list the trackers in tracking.backends (e.g. tracking: {backends: [wandb, tensorboard]}; "
+    "the choices are wandb, tensorboard, trackio)",
+)
 MOVED_KEYS = {"warmup_ratio": "transformers 5 folded it into warmup_steps: a value below 1 is a share of the steps (warmup_steps: 0.1). "}
 
 
@@ -38,10 +43,15 @@ def trl_config_for(stage: TrainStage, output_dir: str, *, report_to: str = "none
     problems = [(where, f"unknown {cls.__name__} key {k!r}. {MOVED_KEYS.get(k) or did_you_mean(k, fields)}".strip()) for k in unknown]
     bad_values, numbers = checked_values(cls, {k: v for k, v in stage.trl.items() if k in fields})
     problems += [(f"{where}.{k}", message) for k, message in bad_values]
+    fields_hint = f"see the fields of {cls.__module__}.{cls.__name__}"
+    if "report_to" in stage.trl:  # rlft sets it from tracking.backends: taken silently, the user's trackers would be dropped
+        if not problems:
+            raise RlftError(REPORT_TO[0], where=f"{where}.report_to", fix=REPORT_TO[1])
+        problems.append((f"{where}.report_to", "; ".join(REPORT_TO)))
     if len(problems) == 1 and unknown:
-        raise RlftError(problems[0][1], where=where, fix=f"see the fields of {cls.__module__}.{cls.__name__}")
+        raise RlftError(problems[0][1], where=where, fix=fields_hint)
     if problems:  # every bad key of this stage at once, not the first one found
-        raise RecipeError(where, [(k, f"{m}; see the fields of {cls.__module__}.{cls.__name__}") for k, m in problems])
+        raise RecipeError(where, [(k, m if k.endswith(".report_to") else f"{m}; {fields_hint}") for k, m in problems])
     kwargs = dict(stage.trl_defaults)
     if not torch.cuda.is_available():
         kwargs.update(bf16=False, fp16=False, use_cpu=True)  # bf16 is 5-7x slower (and an error) on CPU

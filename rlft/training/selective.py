@@ -45,7 +45,9 @@ def load_start(ctx, stage, ref: str, load) -> Any:
     if stage.dropout is not None:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(ref, trust_remote_code=ctx.recipe.trust_remote_code)
+        from rlft.models import config_source
+
+        config = AutoConfig.from_pretrained(config_source(ref), trust_remote_code=ctx.recipe.trust_remote_code)
         start = dropout_fields(config, where=f"stages.{stage.name}.dropout")
         overrides = dict.fromkeys(start, stage.dropout)
         ctx.notes.dropout = {"p": stage.dropout, "fields": sorted(start), "start_values": start}

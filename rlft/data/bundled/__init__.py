@@ -5,7 +5,10 @@ the answer in ``<answer></answer>`` tags. Columns: ``prompt`` (chat messages), `
 ``arithmetic-sft`` — the same prompts with a worked, column-by-column solution as ``completion``.
 ``arithmetic-short`` — the same prompts with the column addition in about half the tokens
 (``46 + 59: 6+9=15, 4+5+1=10, so <answer>105</answer>``): cheaper to sample and train on, which is
-what the quickstart's GRPO stage needs on a CPU.
+what GRPO needs on a CPU.
+``arithmetic-carry`` — the same with the carry as its own step, a successor after a two-term sum
+(``46 + 59: 6+9=15, 4+5=9+1=10, so <answer>105</answer>``): a 135M model adds two digits far more
+reliably than three.
 ``support-preference`` / ``support-sft`` — customer-support questions with a helpful, correct, polite
 ``chosen`` answer and a ``rejected`` one (wrong, evasive, rude, off-topic, vague or correct-but-rude);
 see ``rlft/data/bundled/support.py``.
@@ -27,6 +30,7 @@ DATASETS = {
     "arithmetic": lambda split: arithmetic.arithmetic_rows(split),
     "arithmetic-sft": lambda split: arithmetic.arithmetic_rows(split, completion="worked"),
     "arithmetic-short": lambda split: arithmetic.arithmetic_rows(split, completion="short"),
+    "arithmetic-carry": lambda split: arithmetic.arithmetic_rows(split, completion="carry"),
     "support-preference": support.preference_rows,
     "support-sft": support.sft_rows,
     "general-probe": probe.probe_rows,

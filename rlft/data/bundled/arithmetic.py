@@ -1,4 +1,5 @@
-"""``bundled:arithmetic``, ``-sft`` and ``-short``: two-digit additions, bare, with a worked solution, or with a compact one."""
+"""``bundled:arithmetic``, ``-sft``, ``-short`` and ``-carry``: two-digit additions, bare, with a worked solution, or with
+a compact one (``-carry``: the compact one with the carry as its own step)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,16 @@ def short_solution(a: int, b: int) -> str:
     return f"{a} + {b}: {a % 10}+{b % 10}={ones}, {a // 10}+{b // 10}{carry.replace(' ', '')}={tens}, so <answer>{a + b}</answer>"
 
 
-COMPLETIONS = {"worked": worked_solution, "short": short_solution}
+def carry_solution(a: int, b: int) -> str:
+    """The short column addition with the carry as its own step, a successor after a two-term sum, never a three-term
+    sum: ``46 + 59: 6+9=15, 4+5=9+1=10, so <answer>105</answer>`` (no carry: ``46 + 11: 6+1=7, 4+1=5, ...``)."""
+    ones = a % 10 + b % 10
+    tens = a // 10 + b // 10
+    carry = f"+1={tens + 1}" if ones >= 10 else ""
+    return f"{a} + {b}: {a % 10}+{b % 10}={ones}, {a // 10}+{b // 10}={tens}{carry}, so <answer>{a + b}</answer>"
+
+
+COMPLETIONS = {"worked": worked_solution, "short": short_solution, "carry": carry_solution}
 
 
 def _row(a: int, b: int, i: int, completion: str | None) -> dict:
@@ -68,7 +78,7 @@ def _row(a: int, b: int, i: int, completion: str | None) -> dict:
 
 
 def arithmetic_rows(split: str, completion: str | None = None) -> list[dict]:
-    """Rows of one split; ``completion``: None (prompt and answer only), ``"worked"`` or ``"short"``."""
+    """Rows of one split; ``completion``: None (prompt and answer only), ``"worked"``, ``"short"`` or ``"carry"``."""
     train, test = _pairs()
     pairs = {"train": train, "test": test}[split]
     return [_row(a, b, i, completion) for i, (a, b) in enumerate(pairs)]
