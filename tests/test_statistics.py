@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from rlft.evaluation.statistics import RESAMPLES, MeanInterval, PairedDelta, bootstrap_mean, paired_bootstrap
+from rlft.evaluation.statistics import RESAMPLES, MeanInterval, PairedDelta, bootstrap_mean, paired_bootstrap, verdict
 
 Z_SUM = 1.96 + 0.8416  # alpha 0.05 two-sided, 80% power
 
@@ -207,3 +207,15 @@ def test_fast_enough_for_a_thousand_prompts():
     elapsed = time.perf_counter() - start
     assert d.n == 1000
     assert elapsed < 1.0, f"2000 resamples of 1000 prompts took {elapsed:.2f}s"
+
+
+def test_an_interval_that_excludes_zero_is_not_enough_at_a_few_prompts():
+    # 4 gains and 4 ties in 8 prompts: the percentile interval is [+0.125, +0.875], but the sign-flip p is ~0.125
+    # (the exact sign test's 2/16): the two tests disagree, and the words say "not separable", not "significant".
+    d = paired_bootstrap([0.0] * 8, [1.0] * 4 + [0.0] * 4)
+    assert d.ci_low > 0 and 0.1 < d.p_value < 0.16 and not d.separable
+    assert d.describe().split(" — ")[1].startswith("not separable")
+    assert verdict(d.ci_low, d.ci_high, d.n, d.n_needed, p_value=d.p_value).startswith("not separable")
+    assert verdict(d.ci_low, d.ci_high, d.n, d.n_needed) == "significant gain"  # the interval alone would say so
+    big = paired_bootstrap([0.0] * 40, [1.0] * 20 + [0.0] * 20)
+    assert big.separable and verdict(big.ci_low, big.ci_high, big.n, big.n_needed, p_value=big.p_value) == "significant gain"

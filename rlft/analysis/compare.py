@@ -218,7 +218,7 @@ class Paired:
     @property
     def verdict(self) -> str:
         d = self.delta
-        return verdict(d.ci_low, d.ci_high, d.n, d.n_needed, gain="significant: b better", loss="significant: b worse")
+        return verdict(d.ci_low, d.ci_high, d.n, d.n_needed, p_value=d.p_value, gain="significant: b better", loss="significant: b worse")
 
 
 def _samples(row: Row) -> dict[str, dict] | None:

@@ -111,7 +111,7 @@ def gains_table(stages: list[dict]) -> Fitted | None:
                     f"{n:.0f}" if n is not None else None,
                     f"{_signed(m[key])} [{_signed(low)}, {_signed(high)}]",
                     _p(m.get(f"{key}/p_value")),
-                    verdict(low, high, n, m.get(f"{key}/n_needed")),
+                    verdict(low, high, n, m.get(f"{key}/n_needed"), p_value=m.get(f"{key}/p_value")),
                 ]
             )
     if not rows:
