@@ -84,7 +84,7 @@ def run(cfg, ctx: StageContext) -> StageResult:
         if state.stopped:
             break
         t0 = time.monotonic()
-        if r > 1 or model is None:
+        if r > 1:  # round 1 trains the model loaded above; a later (or resumed) round the last round's
             model, tok = load_start_model(ctx, cfg, ref=current)
         folder = _round_folder(ctx, r)
         rows = train.select(round_prompts(len(train), cfg.sampling.prompts, r, seed))
@@ -140,19 +140,19 @@ def _tries(cfg, ctx: StageContext, model, tok, rows, rewards, r: int, seed: int)
     if saved.exists():
         return _read_tries(saved, len(prompts), k, [x.reward.__name__ for x in rewards])
     print(f"[{cfg.name}] round {r}: sampling {k} completions for each of {len(prompts)} training prompts ...", flush=True)
+    flat_prompts = [p for p in prompts for _ in range(k)]
     torch.manual_seed(seed * 1000 + r)
     with neutral_generation_config(model), generating_with_shared_prompts(model):  # each prompt prefilled once for its k tries
         gen = generate(
             model,
             tok,
-            [p for p in prompts for _ in range(k)],
+            flat_prompts,
             max_new_tokens=spec.max_new_tokens,
             batch_size=spec.batch_size,
             temperature=spec.temperature,
             top_p=spec.top_p,
             desc=f"{cfg.name} round {r} tries",
         )
-    flat_prompts = [p for p in prompts for _ in range(k)]
     flat_columns = {c: [v for v in values for _ in range(k)] for c, values in columns.items()}
     by_reward = {x.reward.__name__: _score(x, flat_prompts, gen.texts, flat_columns, gen.ids, r) for x in rewards}
     totals = weighted_totals(by_reward, {x.reward.__name__: x.weight for x in rewards})
