@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 
 NOT_INSTALLED = "not installed"
@@ -19,13 +18,9 @@ OPTIONAL = ("vllm", "deepspeed", "bitsandbytes", "flash-attn", "trackio", "tenso
 
 def package_versions(names=CORE + OPTIONAL) -> dict[str, str]:
     """``{distribution: version}``, ``not installed`` for one that is absent."""
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = NOT_INSTALLED
-    return out
+    from rlft.pipeline.fingerprint import installed_versions
+
+    return installed_versions(names, missing=NOT_INSTALLED)
 
 
 def _cpu_model() -> str:
