@@ -8,7 +8,7 @@ scorecard: greedy completions to the same 200 held-out sums, paired against the 
     expert_iteration  recipes/self_improve.yaml's ``improve`` stage as shipped
     iterative_dpo     the same rounds and sampling; DPO (beta 0.1, LoRA, lr 2e-4) on each sum's best try
                       against its worst
-    grpo              recipes/quickstart.yaml's ``rl`` stage as shipped
+    grpo              recipes/quickstart.yaml's ``rl`` stage's settings, on the same prompts as the others
 
 CPU time is the stage's ``train/runtime_s``: for the round stages, sampling, scoring and training (held-out
 scoring left out); for GRPO, TRL's training loop (its generation included). For each arm: held-out accuracy
@@ -59,7 +59,10 @@ def arm_recipe(arm: str) -> dict:
         )
     elif arm == "grpo":
         rl = next(s for s in yaml.safe_load(QUICKSTART.read_text())["stages"] if s["name"] == "rl")
-        improve = {**rl, "name": "improve"}
+        # The quickstart's GRPO settings on the other arms' prompts and held-out sums (the quickstart itself mixes in
+        # extra carry sums, which would make this arm's training prompts differ).
+        rl = {k: v for k, v in rl.items() if k not in ("eval_data", "early_stopping")}
+        improve = {**rl, "name": "improve", "data": improve["data"]}
     elif arm != "expert_iteration":
         raise SystemExit(f"unknown arm {arm!r}: choose from {', '.join(ARMS)}")
     recipe.update(name=f"loops_{arm}", stages=[sft, improve])

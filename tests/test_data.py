@@ -69,6 +69,17 @@ def test_carry_solutions_add_two_digits_at_a_time():
     assert sums.carry_solution(46, 11) == "46 + 11: 6+1=7, 4+1=5, so <answer>57</answer>"
 
 
+def test_carried_sums_are_exactly_the_sums_whose_ones_digits_carry():
+    """``arithmetic-carried``: every row of the split whose ones digits carry, in the split's order and wording, and no other."""
+    for split in ("train", "test"):
+        every, carried = sums.arithmetic_rows(split), sums.arithmetic_rows(split, carried_only=True)
+        digits = [tuple(int(n) for n in re.findall(r"\d+", r["prompt"][0]["content"])[:2]) for r in every]
+        assert carried == [r for r, (a, b) in zip(every, digits, strict=True) if a % 10 + b % 10 >= 10]
+        assert all(int(r["answer"]) == a + b for r, (a, b) in zip(every, digits, strict=True))  # the first two numbers are the addends
+    assert len(sums.arithmetic_rows("test", carried_only=True)) == 84  # of the 200 held-out sums
+    assert sums.carries(46, 59) and not sums.carries(46, 11) and sums.carries(15, 15)
+
+
 def test_local_jsonl_and_csv_with_column_mapping(tmp_path):
     write_jsonl(tmp_path / "d.jsonl", [{"question": "1+1?", "solution": "2"}, {"question": "2+2?", "solution": "4"}])
     ds, fp, label = load_rows(

@@ -32,6 +32,7 @@ def test_every_arm_is_a_valid_recipe_with_the_same_sft_stage(script):
     ei, idpo, grpo = (recipes[a].stage("improve") for a in script.ARMS)
     assert (idpo.rounds, idpo.sampling, idpo.rewards) == (ei.rounds, ei.sampling, ei.rewards)  # only the learning differs
     assert idpo.trl["beta"] == 0.1 and grpo.trl["num_generations"] == 16 and grpo.rewards == ei.rewards
+    assert grpo.data == ei.data and grpo.eval_data is None and grpo.early_stopping is None  # the same prompts and held-out sums
     with pytest.raises(SystemExit, match="unknown arm"):
         script.arm_recipe("ppo")
 

@@ -9,6 +9,8 @@ what GRPO needs on a CPU.
 ``arithmetic-carry`` — the same with the carry as its own step, a successor after a two-term sum
 (``46 + 59: 6+9=15, 4+5=9+1=10, so <answer>105</answer>``): a 135M model adds two digits far more
 reliably than three.
+``arithmetic-carried`` — only the sums of ``arithmetic`` whose ones digits carry (45% of all): mixed into an RL
+stage's prompts (``data: {mix: [...]}``) so that RL keeps practising the step the model gets wrong most.
 ``support-preference`` / ``support-sft`` — customer-support questions with a helpful, correct, polite
 ``chosen`` answer and a ``rejected`` one (wrong, evasive, rude, off-topic, vague or correct-but-rude);
 see ``rlft/data/bundled/support.py``.
@@ -31,6 +33,7 @@ DATASETS = {
     "arithmetic-sft": lambda split: arithmetic.arithmetic_rows(split, completion="worked"),
     "arithmetic-short": lambda split: arithmetic.arithmetic_rows(split, completion="short"),
     "arithmetic-carry": lambda split: arithmetic.arithmetic_rows(split, completion="carry"),
+    "arithmetic-carried": lambda split: arithmetic.arithmetic_rows(split, carried_only=True),
     "support-preference": support.preference_rows,
     "support-sft": support.sft_rows,
     "general-probe": probe.probe_rows,

@@ -1,5 +1,6 @@
-"""``bundled:arithmetic``, ``-sft``, ``-short`` and ``-carry``: two-digit additions, bare, with a worked solution, or with
-a compact one (``-carry``: the compact one with the carry as its own step)."""
+"""``bundled:arithmetic``, ``-sft``, ``-short``, ``-carry`` and ``-carried``: two-digit additions, bare, with a worked
+solution, or with a compact one (``-carry``: the compact one with the carry as its own step); ``-carried``: only the
+bare sums whose ones digits carry."""
 
 from __future__ import annotations
 
@@ -77,8 +78,17 @@ def _row(a: int, b: int, i: int, completion: str | None) -> dict:
     return row
 
 
-def arithmetic_rows(split: str, completion: str | None = None) -> list[dict]:
-    """Rows of one split; ``completion``: None (prompt and answer only), ``"worked"``, ``"short"`` or ``"carry"``."""
+def carries(a: int, b: int) -> bool:
+    """Whether the ones digits of ``a + b`` carry into the tens (45 of every 100 pairs do)."""
+    return a % 10 + b % 10 >= 10
+
+
+def arithmetic_rows(split: str, completion: str | None = None, *, carried_only: bool = False) -> list[dict]:
+    """Rows of one split; ``completion``: None (prompt and answer only), ``"worked"``, ``"short"`` or ``"carry"``.
+
+    ``carried_only``: only the sums whose ones digits carry (the rows keep the numbering, and so the wording, they
+    have in the whole split).
+    """
     train, test = _pairs()
     pairs = {"train": train, "test": test}[split]
-    return [_row(a, b, i, completion) for i, (a, b) in enumerate(pairs)]
+    return [_row(a, b, i, completion) for i, (a, b) in enumerate(pairs) if not carried_only or carries(a, b)]
