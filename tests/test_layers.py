@@ -1,6 +1,6 @@
 """The package layers point one way: every import (function-level ones too) goes to the same layer or one below.
 
-The layers, bottom up (README "Layout"): leaf modules and the reward library, ``rlft.data``, ``rlft.recipe``,
+The layers, bottom up (docs/architecture.md): leaf modules and the reward library, ``rlft.data``, ``rlft.recipe``,
 ``rlft.evaluation``, ``rlft.training``, ``rlft.ppo``, ``rlft.stages``, ``rlft.pipeline``, ``rlft.analysis``,
 ``rlft.cli``. A module may import its own layer (without a cycle) and the layers below, never one above, and
 the whole import graph has no cycle, so a cycle cannot come back hidden behind an import inside a function.
@@ -43,7 +43,7 @@ def layer_of(module: str) -> str:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
                 best, found = prefix, layer
     if found is None:
-        raise AssertionError(f"{module} is in no layer: add its package to LAYERS and to the README's layout")
+        raise AssertionError(f"{module} is in no layer: add its package to LAYERS and to the layout in docs/architecture.md")
     return found
 
 

@@ -306,6 +306,89 @@ def dashboard(
     raise typer.Exit(subprocess.run(cmd, env=env).returncode)
 
 
+ModelRefArg = Annotated[
+    str,
+    typer.Argument(
+        help="RUN (its last stage that saved a model) or RUN/STAGE — a run id under --runs-dir or a run folder — "
+        "or a model/adapter folder, or bundled:smollm2-135m-instruct"
+    ),
+]
+RunsDirOpt = Annotated[Path, typer.Option(help="where run ids are looked up")]
+SystemOpt = Annotated[str | None, typer.Option(help="a system message first in every prompt that has none")]
+TopPOpt = Annotated[float, typer.Option(help="nucleus sampling: keep the smallest set of tokens whose probability adds up to this")]
+
+
+@app.command()
+def chat(
+    model: ModelRefArg,
+    runs_dir: RunsDirOpt = Path("runs"),
+    temperature: Annotated[float, typer.Option(help="sampling temperature; 0 decodes greedily")] = 0.7,
+    top_p: TopPOpt = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="the longest answer, in tokens")] = 256,
+    system: SystemOpt = None,
+    seed: Annotated[int | None, typer.Option(help="seed the sampling, for answers that repeat")] = None,
+) -> None:
+    """Chat with a model in the terminal: its chat template, the answer streamed as it comes, the conversation kept.
+
+    /reset clears the history, /exit or Ctrl-D quits. Lines can also come piped in: echo hi | rlft chat RUN."""
+    from rlft.analysis.trying import HELP, ChatSession, chat_loop, find_model, load
+    from rlft.stages.progress import quiet_libraries
+
+    try:
+        quiet_libraries()
+        target = find_model(model, runs_dir)
+        lm, tok = load(target)
+        session = ChatSession(lm, tok, system=system, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    except Exception as exc:
+        _fail(exc)
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
+    sampling = "greedy" if session.sampled is None else f"temperature {temperature:g}, top-p {top_p:g}"
+    print(f"chatting with {target.label} ({target.path}), {sampling}; {HELP}", file=sys.stderr)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+    chat_loop(session, prompt="you> " if interactive else "")
+
+
+@app.command()
+def generate(
+    model: ModelRefArg,
+    prompts: Annotated[Path, typer.Option(help="a .jsonl/.json/.csv/.parquet file with a prompt column; .txt: one prompt a line")],
+    out: Annotated[Path, typer.Option(help="the JSONL file to write: one {prompt, completion, tokens} row per prompt, in order")],
+    runs_dir: RunsDirOpt = Path("runs"),
+    batch_size: Annotated[int, typer.Option(min=1, help="prompts generated together")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="the longest completion, in tokens")] = 256,
+    temperature: Annotated[float, typer.Option(help="sampling temperature; 0 (the default) decodes greedily, as the scorecard does")] = 0.0,
+    top_p: TopPOpt = 1.0,
+    system: SystemOpt = None,
+    seed: Annotated[int, typer.Option(help="seeds the sampling (temperature above 0)")] = 0,
+) -> None:
+    """Answer every prompt of a file with a model, with the scorecard's generation code, and write the completions as JSONL."""
+    from rlft.analysis.trying import find_model, generate_file
+    from rlft.stages.progress import quiet_libraries
+
+    try:
+        quiet_libraries()
+        target = find_model(model, runs_dir)
+        n = generate_file(
+            target,
+            prompts,
+            out,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            temperature=temperature,
+            top_p=top_p,
+            system=system,
+            seed=seed,
+        )
+    except Exception as exc:
+        _fail(exc)
+    print(f"wrote {n} completion(s) of {target.label} to {out}", file=sys.stderr)
+
+
 def _wandb_api():
     import wandb
 
