@@ -117,10 +117,7 @@ class Reward:
         except RlftError:
             raise
         except Exception as exc:
-            raise RlftError(
-                f"reward {self.__name__} raised {type(exc).__name__}: {exc}",
-                fix="fix the reward function; call it on a few samples by hand to reproduce",
-            ) from exc
+            raise RlftError(f"reward {self.__name__} raised {type(exc).__name__}: {exc}", fix=_fix_for(exc, completions)) from exc
         values = list(values) if values is not None else []
         if len(values) != len(completions):
             raise RlftError(
@@ -136,6 +133,22 @@ class Reward:
                     fix="return a finite float, or None when the reward does not apply",
                 )
         return [None if v is None else float(v) for v in values]
+
+
+def _fix_for(exc: Exception, completions: list) -> str:
+    """The fix for a reward that raised; a type error on completions of the other shape says which shape it got."""
+    fix = "fix the reward function; call it on a few samples by hand to reproduce"
+    if not isinstance(exc, TypeError | AttributeError) or not completions:
+        return fix
+    if is_conversation(completions[0]):
+        shape = (
+            'each completion is a list of chat messages, [{"role": "assistant", "content": ...}], in training as here '
+            "(rlft makes text prompts chat messages)"
+        )
+    else:
+        shape = "each completion is plain text here, as TRL passes it when the prompt is text"
+    read = 'read its text with rewards.text(completion), which takes either shape, or completion[0]["content"] for messages'
+    return f"{shape}: {read}; {fix}"
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,111 @@ def test_ppo_gets_the_guards_as_a_step_callback_that_can_stop_it():
     assert callback(2, 10, {"completions/clipped_ratio": 0.9, "kl": 0.1}) is True  # PPO ends training on True
     assert guards.metrics()["guards/stopped_by"] == "length_cap" and logged[-1][0] == 2
     assert guard_ppo(trainer, SimpleNamespace(name="rl", guards=None), ctx, {}) is None
+
+
+# ------------------------------------------------------------------ length drift and divergence through a real stage run
+
+# A start model that answers "7" and stops (SFT on one-token answers: 2 tokens with the end of turn), and a reward
+# that pays for length: the RL stage learns to stop stopping, and the mean completion length leaves its start.
+SHORT_SFT_STEPS = 40  # fewer leave it answering long; more leave every group alike (no advantage) for several steps
+LONGER = """
+def longer(prompts, completions, **kw):
+    return [float(len(c[0]["content"])) for c in completions]
+"""
+
+# Training pays for digits (the proxy the stage can game); held out, early stopping scores the share of other
+# characters (what is wanted, weight 0: it does not train). As the model learns digits, held-out reward falls.
+PROXY = """
+def _digits(completions):
+    return [sum(ch.isdigit() for ch in c[0]["content"]) / max(len(c[0]["content"]), 1) for c in completions]
+
+
+def digits(prompts, completions, **kw):
+    return _digits(completions)
+
+
+def letters(prompts, completions, **kw):
+    return [1.0 - d for d in _digits(completions)]
+"""
+
+
+@pytest.fixture(scope="module")
+def short_model(tiny_model, tmp_path_factory) -> str:
+    import torch
+
+    from rlft.stages import sft
+
+    root = tmp_path_factory.mktemp("short")
+    write_jsonl(root / "short.jsonl", [{"prompt": r["prompt"], "completion": "7"} for r in sum_rows(16)])
+    trl = {"max_steps": SHORT_SFT_STEPS, "per_device_train_batch_size": 8, "learning_rate": 1e-2, "lr_scheduler_type": "constant"}
+    stage = {"name": "sft", "kind": "sft", "data": "short.jsonl", "scorecard": {"prompts": 0}, "trl": trl}
+    recipe = recipe_from_dict({"name": "t", "seed": 42, "model": str(tiny_model), "tracking": {"mode": "disabled"}, "stages": [stage]})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as every tiny-model test runs (the result is seeded for it)
+    try:
+        return sft.run(recipe.stage("sft"), make_ctx(recipe, root, "sft")).model_path
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _rl_stage(tmp_path, model: str, kind: str, rewards: list, guards: dict, trl: dict, **extra):
+    from test_ppo import Recorder
+
+    from rlft import stages
+
+    write_jsonl(tmp_path / "prompts.jsonl", sum_rows(16, with_completion=False))
+    trl = {"max_steps": 12, "temperature": 1.0, "lr_scheduler_type": "constant", **trl}
+    trl.update({"num_generations": 4} if kind == "grpo" else {"kl_coef": 0.01})
+    stage = {"name": "rl", "kind": kind, "data": "prompts.jsonl", "eval_fraction": 0.5, "rewards": rewards, "guards": guards}
+    stage.update(scorecard={"prompts": 4, "max_new_tokens": 8}, trl=trl, **extra)
+    recipe = recipe_from_dict({"name": "t", "seed": 42, "model": model, "tracking": {"mode": "disabled"}, "stages": [stage]})
+    ctx = make_ctx(recipe, tmp_path, "rl")
+    ctx.tracker = Recorder()
+    return stages.get(kind).run(recipe.stage("rl"), ctx).metrics, ctx
+
+
+def _assert_stopped_by(guard: str, step: int, m: dict, ctx, printed: str) -> dict:
+    """The stage stopped at ``step`` because ``guard`` fired there, and said so everywhere; returns the firing."""
+    assert m["train/steps"] == step and m["guards/stopped_by"] == guard and m[f"guards/{guard}/first_step"] == step
+    assert guard in m["guards/fired"].split(", ")
+    (event,) = [e for e in ctx.notes.to_manifest()["guards"] if e["guard"] == guard]  # the manifest's guards entry
+    assert event["step"] == step
+    logged = [(s, v) for s, v in ctx.tracker.history if f"guards/{guard}" in v]
+    assert len(logged) == 1 and logged[0][1][f"guards/{guard}"] == 1.0 and logged[0][1][f"guards/{guard}/value"] == event["value"]
+    assert logged[0][0] == step or logged[0][1]["train/global_step"] == step  # PPO logs at a step; TRL stages against train/global_step
+    assert f"[rl] guard {guard} at step {step}: {event['message']}" in printed
+    assert f"[rl] guard {guard} is in stop_on: stopping the stage at step {step}" in printed
+    return event
+
+
+# Seeded, on one CPU thread: the steps where the stages stop are where these runs, as set up here, stop.
+@pytest.mark.parametrize(("kind", "stop_step"), [("grpo", 3), ("ppo", 2)])
+def test_a_reward_that_pays_for_length_trips_length_drift(short_model, tmp_path, capsys, kind, stop_step):
+    (tmp_path / "toy.py").write_text(LONGER)
+    guards = {"length_drift": 2.0, "length_cap": 1.0, "stop_on": ["length_drift"]}
+    trl = {"per_device_train_batch_size": 16, "max_completion_length": 16, "learning_rate": 1e-2}
+    m, ctx = _rl_stage(tmp_path, short_model, kind, [{"name": f"{tmp_path}/toy.py:longer"}], guards, trl)
+    event = _assert_stopped_by("length_drift", stop_step, m, ctx, capsys.readouterr().out)
+    assert event["value"] > 2.0 and event["message"].startswith("mean completion length ")
+    assert m["baseline/mean_length"] == 2.0 and m["eval/mean_length"] > 4.0  # greedily "7" and the end of turn; then longer
+
+
+@pytest.mark.parametrize(("kind", "stop_step"), [("grpo", 6), ("ppo", 10)])
+def test_a_gamed_proxy_trips_divergence_and_the_stage_keeps_its_best_model(tiny_model, tmp_path, capsys, kind, stop_step):
+    (tmp_path / "toy.py").write_text(PROXY)
+    rewards = [{"name": f"{tmp_path}/toy.py:digits"}, {"name": f"{tmp_path}/toy.py:letters", "weight": 0.0}]
+    guards = {"divergence_evals": 2, "reward_dominance": 1.0, "length_cap": 1.0, "stop_on": ["divergence"]}
+    early = {"every_steps": 2, "patience": 20, "metric": "eval/reward/letters"}  # patience: only the guard stops it
+    trl = {"per_device_train_batch_size": 8, "max_completion_length": 8, "learning_rate": 3e-2 if kind == "grpo" else 1e-2}
+    m, ctx = _rl_stage(tmp_path, str(tiny_model), kind, rewards, guards, trl, early_stopping=early)
+    printed = capsys.readouterr().out
+    event = _assert_stopped_by("divergence", stop_step, m, ctx, printed)
+    es = ctx.notes.early_stopping
+    held_out = dict(es["evaluations"])
+    assert held_out[stop_step] <= held_out[stop_step - 2] and held_out[stop_step] < es["best"]  # down from its best, not back up
+    assert event["value"] == pytest.approx(held_out[stop_step] - es["best"]) and event["value"] < 0
+    assert "while training reward rose" in event["message"] and m["guards/fired"] == "divergence"  # the only guard that fired
+    # it stopped there, and ended with early stopping's best weights: its held-out reward is the best evaluation's again
+    assert es["stop_step"] == stop_step and es["best_step"] == 2 and es["restored_best"] is True
+    assert "[rl] early stopping: restored the weights of step 2" in printed
+    assert m["eval/reward/letters"] == es["best"] > held_out[stop_step]

@@ -144,14 +144,15 @@ def winrates(
     judge: list[str],
     *,
     max_new_tokens: int = 128,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     limit: int | None = None,
     seed: int = 0,
 ) -> WinrateResult:
     """Generate greedily with each model (label -> saved model folder) on the file's prompts, judge, and tally every pair.
 
     Everything that can be checked (models, prompts, judges and the columns they need) is checked before a
-    model loads. ``limit`` keeps the first N prompts; ``seed`` is set before each model's completions are
+    model loads. ``batch_size``: prompts generated at once (None: as many as free memory allows). ``limit`` keeps
+    the first N prompts; ``seed`` is set before each model's completions are
     judged, so that a judge that samples scores every model under the same random state.
     """
     _check_models(models)
@@ -251,7 +252,7 @@ def _load_prompts(path: Path, limit: int | None) -> tuple[list, dict[str, list],
     return prompts, columns, label
 
 
-def _complete(path: Path, prompts: list, *, max_new_tokens: int, batch_size: int, desc: str = "generate"):
+def _complete(path: Path, prompts: list, *, max_new_tokens: int, batch_size: int | None, desc: str = "generate"):
     """Greedy completions (``Generated``: texts and token ids) of the model saved at ``path``; the model is freed before returning."""
     from rlft.evaluation.scorecard import generate
     from rlft.models import load_causal_lm, load_tokenizer

@@ -287,7 +287,7 @@ def dashboard(
     run: Annotated[str | None, typer.Argument(help="a run id (under --runs-dir) or run folder: open on its project")] = None,
     runs_dir: Annotated[Path, typer.Option(help="the runs folder whose trackio/ store is shown")] = Path("runs"),
 ) -> None:
-    """Serve trackio's local dashboard on runs tracked with tracking.backends: [trackio] (stages grouped by run id)."""
+    """Serve trackio's local dashboard on runs tracked with tracking.backends: \\[trackio] (stages grouped by run id)."""
     import subprocess
 
     from rlft.analysis.compare import _recipe_of, _resolve
@@ -472,7 +472,7 @@ def rewards_list() -> None:
 def rewards_test(
     ref: Annotated[str, typer.Argument(help="a reward: registered name, module:function or ./file.py:function")],
     data: Annotated[Path | None, typer.Option(help="a .jsonl/.json/.csv/.parquet file of rows (prompt, completion, other columns)")] = None,
-    prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeat, paired with --completion)")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeat, paired with --completion), as a user message")] = None,
     completion: Annotated[list[str] | None, typer.Option(help="a completion (repeat)")] = None,
     column: Annotated[list[str] | None, typer.Option(help="a dataset column for every sample, KEY=VALUE (e.g. answer=42)")] = None,
     kwargs: Annotated[str | None, typer.Option(help='the reward\'s kwargs as JSON, e.g. \'{"tag": "answer"}\'')] = None,
@@ -487,7 +487,8 @@ def rewards_test(
 ) -> None:
     """Score samples with one reward and print a table; exit 1 when the reward is broken.
 
-    The reward is called as TRL calls it in training: the samples' columns, TRL's ``log_metric``/``log_extra``
+    The reward is called as TRL calls it in training: prompts and completions as chat messages (as rlft's data
+    loading makes them), the samples' columns, TRL's ``log_metric``/``log_extra``
     (no-ops here) and, with ``--tokenizer`` or when the reward names the parameter, ``completion_ids`` (the
     completion's tokens under that tokenizer, ending in its EOS as a finished completion does)."""
     from rich.table import Table
@@ -567,6 +568,9 @@ def _samples(data, prompt, completion, column, limit):
             raise RlftError(
                 f"{len(prompts)} --prompt for {len(completions)} --completion", fix="give one --prompt per --completion, or none"
             )
+        # rlft's data loading makes a text prompt one user message, so in training the reward gets chat-shaped
+        # completions: hand it the same shape here (Reward makes each completion one assistant message).
+        prompts = [[{"role": "user", "content": p}] for p in prompts]
     for item in column or []:
         key, sep, value = item.partition("=")
         if not sep:

@@ -6,9 +6,9 @@ from them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
@@ -332,12 +332,27 @@ class LaunchSpec(Strict):
         return self.accelerate_config is not None or (self.num_processes or 1) > 1
 
 
+# Rows generated at once by rlft's own generation (scorecards, eval, merge, sampling rounds): a number, or null / "auto"
+# for as many as free memory allows (rlft.decoding.rows_per_batch: key/value cache and logits per row, capped).
+def _generation_rows(value):
+    """One clear error for a bad ``batch_size`` (not one per branch of the union)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"must be a number of rows (1 or more), or auto to choose it from free memory; got {value!r}")
+
+
+GenerationRows = Annotated[int | Literal["auto"] | None, BeforeValidator(_generation_rows)]
+GENERATION_ROWS = "rows generated at once; null or auto: as many as free memory allows (capped: 128 on a CPU, 256 on a GPU)"
+
+
 class ScorecardSpec(Strict):
     """What a training stage generates on held-out prompts at its end (see ``rlft.evaluation.scorecard``)."""
 
     prompts: int = Field(32, ge=0, description="held-out prompts to generate from; 0 = no generation metrics")
     max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: GenerationRows = Field(None, description=GENERATION_ROWS)
     baseline: bool = Field(True, description="also score the model the stage starts from (baseline/...)")
     rewards: list[RewardRef] | None = Field(None, description="rewards for eval/reward/<name>; default: the stage's own rewards")
 
@@ -387,7 +402,7 @@ class SamplingSpec(Strict):
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(64, ge=1, description="completions generated at once (decoding on a CPU is bound by streaming the weights)")
+    batch_size: GenerationRows = Field(None, description=f"completions: {GENERATION_ROWS}")
 
 
 class KeepSpec(Strict):
@@ -440,7 +455,12 @@ class GuardsSpec(Strict):
     kl_floor: float = Field(0.01, ge=0.0, description="KL jumps count only from at least this per-token KL")
     silent_groups: float = Field(0.9, gt=0.0, le=1.0, description="fire when more than this share of groups scored alike (no signal)")
     reward_dominance: float = Field(0.9, gt=0.0, le=1.0, description="fire when one reward holds more than this share of the spread")
-    divergence_evals: int = Field(2, ge=1, description="held-out evaluations in a row with held-out reward down and training reward up")
+    divergence_evals: int = Field(
+        2,
+        ge=1,
+        description="held-out evaluations in a row with held-out reward below its best (and not rising) while training reward "
+        "is above its level at that best",
+    )
     stop_on: list[Literal["length_drift", "length_cap", "kl_spike", "silent_groups", "reward_dominance", "divergence"]] = Field(
         default_factory=list, description="guards that stop the stage when they fire (the others only warn)"
     )

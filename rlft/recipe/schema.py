@@ -10,12 +10,14 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rlft.recipe.options import (
+    GENERATION_ROWS,
     NAME_PATTERN,
     CheckpointSpec,
     DataSpec,
     EarlyStoppingSpec,
     ForgettingSpec,
     FreezeSpec,
+    GenerationRows,
     GuardsSpec,
     KeepSpec,
     LaunchSpec,
@@ -376,7 +378,7 @@ class EvalStage(StageBase):
     data: DataSpec
     rewards: list[RewardRef] = Field(min_length=1)
     max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: GenerationRows = Field(None, description=GENERATION_ROWS)
     overfit_check: OverfitCheckSpec | None = Field(None, description="also score a training stage's own prompts: the generalisation gap")
     probe: ProbeSpec | None = Field(None, description="also score the general-ability probe: probe/general/accuracy, per category, change")
     forgetting: ForgettingSpec | None = Field(None, description="fail when probe accuracy drops more than max_drop; runs the probe")
@@ -405,7 +407,7 @@ class MergeStage(StageBase):
     data: DataSpec | None = Field(None, description="held-out prompts on which the soup and each member are scored; default split: test")
     rewards: list[RewardRef] = Field(default_factory=list, description="rewards for that comparison; the first decides soup_beats_members")
     max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: GenerationRows = Field(None, description=GENERATION_ROWS)
 
     default_split: ClassVar[str] = "test"
     required_columns: ClassVar[tuple[str, ...]] = ("prompt",)

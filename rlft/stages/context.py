@@ -58,6 +58,7 @@ class StageNotes:
     labels: dict[str, Any] | None = None  # classifier: the label space
     merge: dict[str, Any] | None = None  # merge: the members and the best one
     models: dict[str, Any] | None = None  # eval: the model under test and its baseline
+    generation: dict[str, Any] | None = None  # held-out generations by prefix: model, prompts, settings, tokens/s; reused_from
     overfit_check: dict[str, Any] | None = None  # eval: the training stage sampled, rows, sampled
     probe: dict[str, Any] | None = None  # eval: the probe's data, rows, fingerprint
     launch: dict[str, Any] | None = None  # multi-process: world size, rows per rank (rlft.pipeline.runner)

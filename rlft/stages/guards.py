@@ -40,6 +40,7 @@ from rlft.evaluation.statistics import paired_bootstrap
 from rlft.layout import StageLayout
 from rlft.stages.context import StageNotes
 
+SPEED = ("tokens_per_s", "generation_s", "generated_tokens")  # a card's generation speed, kept under the guard's name
 PROBE_SOURCE = "bundled:general-probe"
 PROBE_REWARD = "general_ability"
 
@@ -65,10 +66,12 @@ class Guards:
         out: dict[str, float] = {}
         if self.train is not None:
             for key, value in self.train.score(model, tok, prefix).items():
-                if key.startswith(f"{prefix}/reward/"):
-                    out[f"{head}train_sample/reward/{key.removeprefix(f'{prefix}/reward/')}"] = value
+                if key.startswith(f"{prefix}/reward/") or key.removeprefix(f"{prefix}/") in SPEED:
+                    out[f"{head}train_sample/{key.removeprefix(f'{prefix}/')}"] = value
         if self.probe is not None:
-            self.probe.score(model, tok, prefix)
+            for key, value in self.probe.score(model, tok, prefix).items():
+                if key.removeprefix(f"{prefix}/") in SPEED:
+                    out[f"{head}probe/{key.removeprefix(f'{prefix}/')}"] = value
             values = self.probe.scores[prefix][PROBE_REWARD]
             categories = self.probe.columns["category"]
             out[f"{head}probe/general/accuracy"] = _mean(values)
@@ -76,6 +79,14 @@ class Guards:
                 out[f"{head}probe/general/accuracy/{category}"] = _mean(
                     [v for v, c in zip(values, categories, strict=True) if c == category]
                 )
+        return out
+
+    def generation(self) -> dict[str, dict]:
+        """How each guard card's completions were made (``Scorecard.generation``), by ``train_sample/<prefix>``, ``probe/<prefix>``."""
+        out = {}
+        for name, card in (("train_sample", self.train), ("probe", self.probe)):
+            for prefix, record in card.generation.items() if card is not None else ():
+                out[f"{name}/{prefix}"] = record
         return out
 
     @staticmethod

@@ -87,10 +87,13 @@ def end_scorecard(held: HeldOut, cfg, ctx: StageContext, model_path: str, held_o
         print(f"[{cfg.name}] scorecard: {len(held.card.prompts)} held-out prompts, trained model ...", flush=True)
         kw = ctx.recipe.model_kwargs_for(cfg)
         ref = load_causal_lm(ctx.model_ref(cfg.init_from), trust_remote_code=ctx.recipe.trust_remote_code, model_kwargs=kw)
-        metrics.update(held.card.score(model, tok, "eval", ref=ref))
+        # The saved model, loaded as a later stage loads it: an eval stage of the same prompts and settings reuses these.
+        source = {"model": cfg.name, "model_kwargs": kw.model_dump(mode="json")}
+        metrics.update(held.card.score(model, tok, "eval", ref=ref, source=source))
     elif held.card is not None:
         metrics.update(held.card.adopt(scored_as, "eval"))
     if held.card is not None:
         held.card.write_samples(ctx.paths.samples, ctx.tracker)
+        ctx.notes.generation = held.card.generation or None
     metrics.update(held.deltas(seed=ctx.seed_for(cfg)))
     return metrics

@@ -18,8 +18,9 @@ guard               fires when                                                  
 ``reward_dominance``  one reward function holds more than ``reward_dominance`` of the     ``rewards/<name>/std`` x weight
                     weighted reward's spread (what the advantages are made of)
 ``divergence``      with ``early_stopping``: ``divergence_evals`` held-out evaluations    the early-stopping evaluations and
-                    in a row where held-out reward fell while the mean training reward    ``reward``
-                    since the last evaluation rose
+                    in a row where held-out reward is below its best and has not risen    ``reward``
+                    since the last evaluation, while the mean training reward since
+                    the last evaluation is above its mean before the best one
 ==================  ====================================================================  ======================================
 
 A guard that cannot be read (its key is not logged, e.g. ``kl`` with ``beta: 0``) stays silent; the
@@ -49,7 +50,7 @@ class Guards:
         self._start_length: float | None = None
         self._last_kl: float | None = None
         self._rewards: list[float] = []  # training rewards since the last held-out evaluation
-        self._windows: list[tuple[float, float]] = []  # (held-out value, mean training reward before it) per evaluation
+        self._windows: list[tuple[float, float, int]] = []  # (held-out value, mean training reward before it, step) per evaluation
         self._diverging = 0
 
     def check(self, step: int, logs: dict[str, Any]) -> bool:
@@ -126,26 +127,34 @@ class Guards:
         return []
 
     def _divergence(self):
+        """An evaluation diverges when held-out reward is below its best so far and no higher than at the last evaluation,
+        while the mean training reward since the last evaluation is above its mean before that best evaluation.
+
+        Measured from the best, not from the last evaluation alone: greedy completions to a few held-out prompts change in
+        steps, so a gamed model's held-out reward falls once and then stays down (the same value at every evaluation);
+        step-by-step falls would count that plateau as "not falling" and never fire.
+        """
         history = self.stopper.history if self.stopper is not None else []
         if len(history) <= len(self._windows):
             return []
         self.active.add("divergence")
-        _, held_out = history[-1]
+        step, held_out = history[-1]
         trained = sum(self._rewards) / len(self._rewards) if self._rewards else math.nan
         self._rewards = []
         previous = self._windows[-1] if self._windows else None
-        self._windows.append((held_out, trained))
+        best = max(self._windows, key=lambda w: w[0], default=None)  # the earliest of equal bests
+        self._windows.append((held_out, trained, step))
         if previous is None:
             return []
-        down, up = held_out < previous[0], trained > previous[1]
-        self._diverging = self._diverging + 1 if (down and up) else 0
+        diverging = held_out < best[0] and held_out <= previous[0] and trained > best[1]
+        self._diverging = self._diverging + 1 if diverging else 0
         if self._diverging >= self.spec.divergence_evals:
             return [
                 (
                     "divergence",
-                    held_out - previous[0],
-                    f"held-out reward fell {previous[0]:.4g} -> {held_out:.4g} while training reward rose "
-                    f"{previous[1]:.4g} -> {trained:.4g} ({self._diverging} evaluation(s) in a row)",
+                    held_out - best[0],
+                    f"held-out reward {held_out:.4g}, down from its best {best[0]:.4g} (step {best[2]:g}), while training "
+                    f"reward rose {best[1]:.4g} -> {trained:.4g} ({self._diverging} evaluation(s) in a row)",
                 )
             ]
         return []
