@@ -114,3 +114,16 @@ def test_numbers_written_as_text_reach_trl_as_numbers(tiny_model, tmp_path):
     assert recipe.stage("sft").trl["learning_rate"] == "1e-4"  # quoted: text (TRL would keep it so and fail at the optimizer)
     args = trl_config_for(recipe.stage("sft"), str(tmp_path / "out"), check_only=True)
     assert args.learning_rate == 1e-4 and args.warmup_steps == 2
+
+
+def test_kto_on_unpaired_rows_passes_the_plan_and_half_labelled_rows_are_reported(tiny_model, tmp_path):
+    """KTO takes unpaired rows (prompt, completion, label) as they are: the plan must not read them as preference pairs."""
+    unpaired = write_jsonl(
+        tmp_path / "kto.jsonl", [{"prompt": f"What is {i} + 1?", "completion": str(i + 1 + i % 2), "label": i % 2 == 0} for i in range(6)]
+    )
+    path = _recipe(tmp_path, tiny_model, [{"name": "kto", "kind": "kto", "data": {"source": str(unpaired)}}])
+    _load(path, [], deep=True)  # no problem raised
+    no_label = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": f"What is {i} + 1?", "completion": str(i + 1)} for i in range(6)])
+    bad = _recipe(tmp_path, tiny_model, [{"name": "kto", "kind": "kto", "data": {"source": str(no_label)}}])
+    (key, message), *rest = _problems(bad)  # neither unpaired (no label) nor pairs: still reported, as pairs
+    assert not rest and key == "stages.kto.data" and "chosen" in message

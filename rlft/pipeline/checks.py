@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlft.errors import RecipeError, RlftError
-from rlft.recipe import PairStage, Recipe, TrainStage, stage_reward_refs
+from rlft.recipe import KTOStage, PairStage, Recipe, TrainStage, stage_reward_refs
 from rlft.stages.trl_config import trl_config_for
 
 
@@ -87,7 +87,10 @@ def _data_problems(recipe: Recipe, base_dir: Path, reward_columns, *, here: bool
             if not here and not reads_locally(spec, base_dir):
                 continue
             try:
-                rows, _, label = load_rows(spec, split=split, kind=kind, required=stage.required_columns, base_dir=base_dir)
+                if isinstance(stage, KTOStage) and _unpaired(spec, split, base_dir):  # KTO takes unpaired rows as they are
+                    rows, _, label = load_rows(spec, split=split, required=("prompt", "completion", "label"), base_dir=base_dir)
+                else:
+                    rows, _, label = load_rows(spec, split=split, kind=kind, required=stage.required_columns, base_dir=base_dir)
             except RlftError as exc:
                 where = f" ({exc.where})" if exc.where and not exc.where.startswith("stages.") else ""
                 problems.append((f"stages.{stage.name}.{key}", f"{exc.what}{where}; {exc.fix}"))
@@ -105,6 +108,17 @@ def _data_problems(recipe: Recipe, base_dir: Path, reward_columns, *, here: bool
                         )
                     )
     return problems
+
+
+def _unpaired(spec, split: str, base_dir: Path) -> bool:
+    """Whether a KTO stage's rows are unpaired (``completion`` and ``label``), as ``rlft.stages.kto`` decides it."""
+    from rlft.data.rows import load_rows
+
+    try:
+        rows, _, _ = load_rows(spec, split=split, base_dir=base_dir)
+    except RlftError:
+        return False  # the pair load reports what is wrong
+    return {"completion", "label"} <= set(rows.column_names)
 
 
 def check_recipe(recipe: Recipe, source: str, base_dir: Path | None = None, *, here: bool = False) -> None:
