@@ -268,3 +268,25 @@ def test_sequence_kl_sums_exactly_the_completion_positions_up_to_the_first_eos(t
     forward, reverse = zip(*(plain_kl(a, peaked_ref, tok, p, s) for p, s in zip(PROMPTS, scored, strict=True)), strict=True)
     assert kl.tolist() == pytest.approx(forward, rel=1e-4)
     assert all(abs(f - r) > 0.25 * f for f, r in zip(forward, reverse, strict=True))
+
+
+def test_held_out_rewards_get_every_column_trl_passes_in_training_label_included():
+    """TRL's GRPOTrainer hands a reward every column but prompt/completion(_ids): the scorecard keeps the same ones,
+    so a reward that reads ``label`` in training is not refused at the held-out scorecard."""
+    import datasets
+
+    from rlft.evaluation.scorecard import prompts_of
+    from rlft.reward_refs import ResolvedReward
+
+    prompt = [{"role": "user", "content": "Is 2 + 2 = 4?"}]
+    rows = datasets.Dataset.from_list(
+        [{"prompt": prompt, "completion": [{"role": "assistant", "content": "yes"}], "label": True, "answer": "yes", "chosen": "a"}]
+    )
+    prompts, columns = prompts_of(rows)
+    assert prompts == [prompt] and sorted(columns) == ["answer", "chosen", "label"] and columns["label"] == [True]
+    needs_label = ResolvedReward(reward=None, weight=1.0, required_columns=("label",), source="test")
+    card = Scorecard.from_rows(rows, [needs_label], check=("the held-out rows", "stages.rl", "map one"))
+    assert card.columns["label"] == [True]
+    conversation = datasets.Dataset.from_list([{"messages": prompt + [{"role": "assistant", "content": "yes"}], "label": False}])
+    prompts, columns = prompts_of(conversation)
+    assert prompts == [prompt] and columns == {"label": [False]}  # the answer turn is not part of the prompt

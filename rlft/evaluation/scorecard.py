@@ -49,18 +49,21 @@ def prompts_of(rows) -> tuple[list, dict[str, list]] | None:
     """Held-out prompts and their other columns (for rewards), or None when the rows have no prompts.
 
     ``prompt`` columns are used as they are; ``messages`` conversations lose their last assistant turn;
-    preference pairs keep their prompt.
+    preference pairs keep their prompt. The other columns are those TRL's GRPOTrainer hands a reward in training:
+    every column but the prompt and the completion (``label``, ``chosen``, ... included), so a reward that reads one
+    in training finds it here too.
     """
     cols = rows.column_names
     if "prompt" in cols:
         prompts = list(rows["prompt"])
+        skip = {"prompt", "completion", "completion_ids"}
     elif "messages" in cols:
         prompts = [m[:-1] if m and m[-1].get("role") == "assistant" else m for m in rows["messages"]]
         if any(not p for p in prompts):
             return None
+        skip = {"messages", "completion", "completion_ids"}  # the conversation is the prompt (and its answer)
     else:
         return None
-    skip = {"prompt", "messages", "chosen", "rejected", "completion", "label"}
     return prompts, {c: list(rows[c]) for c in cols if c not in skip}
 
 
