@@ -333,6 +333,20 @@ def test_reused_completions_score_as_a_fresh_generation_would(reuse_run, tmp_pat
     assert reused_m["eval/kl_to_ref"] == pytest.approx(fresh_m["eval/kl_to_ref"], rel=1e-4)
 
 
+def test_an_eval_stage_with_kl_false_skips_only_the_kl_pass(reuse_run, tmp_path, lively_model, monkeypatch):
+    from rlft.evaluation import scorecard
+
+    with_kl, _, _ = run_eval(reuse_run, tmp_path / "a", lively_model, monkeypatch)
+    calls = []
+    real = scorecard.completion_kl
+    monkeypatch.setattr(scorecard, "completion_kl", lambda *a, **k: calls.append(1) or real(*a, **k))
+    without, notes, _ = run_eval(reuse_run, tmp_path / "b", lively_model, monkeypatch, kl=False)
+    assert calls == [] and "eval/kl_to_ref" not in without and with_kl["eval/kl_to_ref"] > 0
+    assert notes["eval"]["reused_from"] == "sft"  # the completions are still reused
+    for key in ("eval/reward/math_accuracy", "eval/delta/reward/math_accuracy", "baseline/reward/math_accuracy"):
+        assert without[key] == with_kl[key], key
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [

@@ -379,6 +379,11 @@ class EvalStage(StageBase):
     rewards: list[RewardRef] = Field(min_length=1)
     max_new_tokens: int = Field(64, ge=1)
     batch_size: GenerationRows = Field(None, description=GENERATION_ROWS)
+    kl: bool = Field(
+        True,
+        description="also eval/kl_to_ref: the summed KL(model ‖ baseline) along each of the model's completions (one forward pass "
+        "of each model over them: on a CPU about as long as generating them); false skips it",
+    )
     overfit_check: OverfitCheckSpec | None = Field(None, description="also score a training stage's own prompts: the generalisation gap")
     probe: ProbeSpec | None = Field(None, description="also score the general-ability probe: probe/general/accuracy, per category, change")
     forgetting: ForgettingSpec | None = Field(None, description="fail when probe accuracy drops more than max_drop; runs the probe")

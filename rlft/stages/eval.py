@@ -100,18 +100,19 @@ def run(cfg: EvalStage, ctx: StageContext) -> StageResult:
         metrics.update(card.score(baseline_model, baseline_tok, "baseline", source=source(cfg.baseline)))
         metrics.update(guards.score(baseline_model, baseline_tok, "baseline"))
     model, tok = load(under_test), load_tokenizer(ctx.model_ref(under_test), revision=kw.revision)
+    kl_ref = baseline_model if cfg.kl else None  # eval/kl_to_ref costs a forward pass of both models over the completions
     identity = card.identity(tok, source=source(under_test))
     earlier, why_not = reusable(ctx, under_test, card, identity)
     if earlier is not None:
         print(
             f"[{cfg.name}] reusing the {len(card.prompts)} greedy completions {under_test}'s scorecard made (same model, prompts, settings)"
         )
-        metrics.update(card.reuse(model, tok, "eval", earlier, identity=identity, reused_from=under_test, ref=baseline_model))
+        metrics.update(card.reuse(model, tok, "eval", earlier, identity=identity, reused_from=under_test, ref=kl_ref))
     else:
         print(f"[{cfg.name}] generating {len(card.prompts)} greedy completions with {under_test or 'base'} ...", flush=True)
         if why_not:
             print(f"[{cfg.name}] ({under_test}'s scorecard completions differ: {why_not})", flush=True)
-        metrics.update(card.score(model, tok, "eval", ref=baseline_model, source=source(under_test)))
+        metrics.update(card.score(model, tok, "eval", ref=kl_ref, source=source(under_test)))
     metrics.update(guards.score(model, tok, "eval"))
     metrics.update(guards.differences(metrics))
     metrics.update(card.deltas(seed=ctx.seed_for(cfg)))  # eval/delta/reward/<name>: model minus baseline, with its interval
