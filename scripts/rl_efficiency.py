@@ -51,12 +51,20 @@ def stages_of(run_dir: Path) -> dict[str, dict]:
 
 
 def rl_rows(split: str, limit: int | None = None):
-    """The quickstart rl stage's rows of ``split``, loaded as the stage loads them (its ``system`` message included)."""
+    """The quickstart rl stage's rows, loaded as the stage loads them (its ``system`` message, its data mixture drawn
+    with its seed): ``"train"``, its training rows; ``"test"``, its held-out rows (``eval_data`` when it names them)."""
     from rlft.data.rows import load_rows
     from rlft.recipe import load_recipe
 
-    stage = load_recipe(RECIPE).stage("rl")
-    rows, _, _ = load_rows(stage.data.model_copy(update={"split": split, "limit": limit}), split=split)
+    recipe = load_recipe(RECIPE)
+    stage = recipe.stage("rl")
+    seed = stage.seed if stage.seed is not None else recipe.seed
+    if split == "test" and stage.eval_data is not None:
+        spec = stage.eval_data.model_copy(update={"limit": limit})
+        split = stage.eval_data.split or "test"
+    else:
+        spec = stage.data.model_copy(update={"split": split, "limit": limit})
+    rows, _, _ = load_rows(spec, split=split, seed=seed)
     return rows
 
 

@@ -40,3 +40,18 @@ def test_plain_trl_arms_stop_at_the_first_step_past_the_budget(script):
         callback.on_train_begin(None, None, control)
         callback.on_step_end(None, None, control)
         assert control.should_training_stop is stops
+
+
+def test_the_arms_get_the_quickstart_rl_stages_own_rows(script):
+    """Training rows: the stage's seeded data mixture; held-out rows: its eval_data (the 200 bundled test sums)."""
+    from rlft.data.bundled import DATASETS
+    from rlft.data.rows import load_rows
+    from rlft.recipe import load_recipe
+
+    recipe = load_recipe(script.RECIPE)
+    stage = recipe.stage("rl")
+    prompts, answers = script.heldout(200)
+    assert answers == [r["answer"] for r in DATASETS["arithmetic"]("test")]
+    assert prompts[0][0] == {"role": "system", "content": ""}  # the stage's system message
+    train = script.rl_rows("train")
+    assert list(train["prompt"]) == list(load_rows(stage.data, split="train", seed=recipe.seed)[0]["prompt"])
