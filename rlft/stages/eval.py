@@ -5,13 +5,13 @@ reward model or a classifier, which do not generate) and a baseline (``baseline:
 recipe's starting model, or a stage name), with the common scorecard names (``rlft.evaluation.scorecard``):
 ``eval/reward/<name>`` and ``baseline/reward/<name>`` (means over rows where the reward applies),
 ``eval/mean_length`` (tokens) and ``eval/kl_to_ref`` (KL of the model under test to the baseline
-along its greedy completions). Samples go to ``samples.jsonl`` and a W&B table; generation speed to
+along its greedy completions; ``kl: false`` skips that pass). Samples go to ``samples.jsonl`` and a W&B table; generation speed to
 ``eval/tokens_per_s`` and ``baseline/tokens_per_s`` (with ``/generation_s``, ``/generated_tokens``).
 
 The model under test is not run again when its own stage's scorecard already made exactly these
 completions: the same saved model loaded the same way, the same prompts (token for token), the same
 ``max_new_tokens``, greedy decoding, EOS and pad tokens, and device. Then its ``samples.jsonl`` completions
-are scored instead (the KL to this stage's baseline is still computed), and the manifest says so:
+are scored instead (the KL to this stage's baseline is still computed, unless ``kl: false``), and the manifest says so:
 ``generation.eval.reused_from: <stage>``. Anything different, and it generates.
 
 Guards (``rlft.stages.guards``): ``overfit_check`` also scores a sample of a training stage's own prompts
