@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_silent_groups import train_two_steps
 
+from rlft.decoding import distinct_prompts
 from rlft.training import shared_prefix
 from rlft.training.shared_prefix import (
-    distinct_prompts,
     generating_with_shared_prompts,
     prefilled_cache,
     shared_prefix_logps,

@@ -23,6 +23,8 @@ import inspect
 from contextlib import contextmanager
 from typing import Any
 
+from rlft.decoding import distinct_prompts
+
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 _CHUNK_ROWS = 1024  # completion positions projected through the LM head at once (rows x vocab floats)
 
@@ -73,17 +75,6 @@ def base_causal_lm(model):
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
     return model
-
-
-def distinct_prompts(prompt_ids, prompt_mask):
-    """(index of each distinct prompt's first row, index of each row's distinct prompt); padding compared too."""
-    import torch
-
-    keyed = prompt_ids.masked_fill(prompt_mask == 0, -1)
-    _, inverse = torch.unique(keyed, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), keyed.size(0), dtype=torch.long, device=keyed.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(keyed.size(0), device=keyed.device), reduce="amin")
-    return first, inverse
 
 
 def _cache_kwarg(decoder) -> str:
